@@ -1,0 +1,1 @@
+"""The built-in plugins (installed as workbench.plugins): the patch's policies and presets."""

@@ -1,0 +1,136 @@
+"""The command line (DESIGN.md §8): workbench run | validate | plugins.
+
+argparse, from the standard library: subcommands, `--seed N` given several
+times, and exit status 2 for bad usage out of the box, which is the
+contract's status for bad usage and bad configs alike.
+Exit status: 0 every run completed and every expectation held; 1 an
+expectation failed or a run ended in "error"; 2 bad usage or a bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from workbench import report
+from workbench.config import ConfigError
+from workbench.experiment import Experiment, load_experiment
+from workbench.plugin import PluginError, Plugins, load_plugins
+from workbench.runner import run_all
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        plugins = load_plugins()
+    except PluginError as e:
+        print(f"workbench: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return args.command(args, plugins, parser)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run an experiment and print its outcomes")
+    run.add_argument("config", type=Path, help="experiment file (TOML)")
+    run.add_argument("--seed", type=int, action="append", metavar="N",
+                     help="run this seed instead of the file's seeds (repeatable)")
+    run.add_argument("--arm", action="append", metavar="NAME", help="run only this arm (repeatable)")
+    run.add_argument("--scenario", action="append", metavar="NAME",
+                     help="run only this scenario (repeatable)")
+    run.add_argument("--out", type=Path, metavar="DIR", help="where the logs go (default: the "
+                     "file's `out`, else runs/<file stem>)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="runs in parallel processes (default 1)")
+    run.set_defaults(command=cmd_run)
+
+    validate = sub.add_parser("validate", help="check an experiment file and its scenarios")
+    validate.add_argument("config", type=Path)
+    validate.set_defaults(command=cmd_validate)
+
+    plugins = sub.add_parser("plugins", help="list plugins, policies and presets")
+    plugins.set_defaults(command=cmd_plugins)
+    return p
+
+
+def _load(path: Path, plugins: Plugins) -> Experiment | None:
+    try:
+        return load_experiment(path, plugins)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        n = len(e.problems)
+        print(f"workbench: {path}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
+
+
+def _select(names: list[str] | None, items: list, kind: str, parser: argparse.ArgumentParser) -> list:
+    if not names:
+        return items
+    known = [i.name for i in items]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown {kind} {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
+    return [i for i in items if i.name in names]
+
+
+def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    exp = _load(args.config, plugins)
+    if exp is None:
+        return EXIT_USAGE
+    scenarios = _select(args.scenario, list(exp.scenarios), "scenario", parser)
+    arms = _select(args.arm, list(exp.arms), "arm", parser)
+    seeds = args.seed or list(exp.seeds)
+    out = args.out or exp.out
+    table = report.Table(sys.stdout)
+    try:
+        results = run_all(exp, scenarios, arms, seeds, out, plugins.describe(), args.jobs,
+                          table.row)
+    except KeyboardInterrupt:
+        print(f"\nworkbench: interrupted; finished runs are in {out}", file=sys.stderr)
+        return 130
+    table.end(out)
+    failed = any(r.summary["outcome"] == "error" or r.summary["expect_failed"] for r in results)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
+    exp = _load(args.config, plugins)
+    if exp is None:
+        return EXIT_USAGE
+    runs = len(exp.scenarios) * len(exp.arms) * len(exp.seeds)
+    print(f"{args.config}: ok: {len(exp.scenarios)} scenarios x {len(exp.arms)} arms x "
+          f"{len(exp.seeds)} seeds = {runs} runs")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
+    reg = plugins.registry
+    print("plugins:")
+    for p in plugins.describe():
+        print(f"  {p['name']:<12} {p['module']:<32} {p['dist']}")
+    for concern, title in (("victim", "victim selectors"), ("reaper", "reaper policies"),
+                           ("vma_filter", "VMA filters")):
+        print(f"{title}:")
+        for name, cls in sorted(reg.policies[concern].items()):
+            doc = (cls.__doc__ or "").strip().split("\n")[0]
+            print(f"  {name:<12} {doc}  [{reg.owner[concern, name]}]")
+            for field, info in cls.Options.model_fields.items():
+                print(f"  {'':<12}   option {field} = {info.default!r}: {info.description or ''}")
+    print("presets:")
+    for name, p in sorted(reg.presets.items()):
+        print(f"  {name:<12} victim={p.victim} reaper={p.reaper} vma_filter={p.vma_filter}  "
+              f"{p.doc}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

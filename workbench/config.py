@@ -1,0 +1,375 @@
+"""The experiment and scenario files (DESIGN.md §5): TOML schema and loading.
+
+pydantic validates the shape of every file and reports every problem at once
+with its location; `workload.scenario` then resolves names, pids and cross
+references.  Every problem becomes one line "FILE: KEY.PATH: what was expected".
+"""
+
+from __future__ import annotations
+
+import glob
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag,
+                      ValidationError, field_validator)
+
+from workbench.kernel.gfp import parse_gfp
+from workbench.units import Duration, parse_duration, parse_rate, parse_size
+
+OUTCOMES = ("error", "panic", "lockup", "hang", "recovered", "no-oom")
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, one "file: key: message" line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# -- value types --------------------------------------------------------------
+
+Size = Annotated[int, PlainValidator(parse_size)]
+Dur = Annotated[Duration, PlainValidator(parse_duration)]
+Rate = Annotated[int, PlainValidator(parse_rate)]
+Gfp = Annotated[int, PlainValidator(parse_gfp)]
+
+
+def _min_free(value: object) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ValueError('expected "auto" or a size such as "64MiB"') from None
+
+
+def _repeat(value: object) -> int | Literal["forever"]:
+    if value == "forever" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f'expected a count of at least 1 or "forever", got {value!r}')
+
+
+def _outcomes(value: object) -> tuple[str, ...]:
+    values = [value] if isinstance(value, str) else value
+    if isinstance(values, list) and values and all(v in OUTCOMES for v in values):
+        return tuple(values)
+    raise ValueError(f"expected one of {', '.join(OUTCOMES)} or a list of them, got {value!r}")
+
+
+def _number_range(value: object) -> tuple[float | None, float | None]:
+    """An expected number: exact, or { min = .., max = .. } (either may be left out)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, dict) and value and set(value) <= {"min", "max"} and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        return (value.get("min"), value.get("max"))
+    raise ValueError(f"expected a number or {{ min = .., max = .. }}, got {value!r}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- machine and limits (every key optional: scenario values override the experiment's) --
+
+class MachinePatch(_Model):
+    memory: Size | None = None
+    swap: Size | None = None
+    hz: int | None = Field(None, ge=1, le=10000)
+    min_free: Annotated[int | Literal["auto"], PlainValidator(_min_free)] | None = None
+    fault_rate: Rate | None = None
+    exit_rate: Rate | None = None
+    reap_rate: Rate | None = None
+    reclaim_rate: Rate | None = None
+    reclaim_round: Dur | None = None
+    quantum: Dur | None = None
+
+    @field_validator("swap")
+    @classmethod
+    def _no_swap(cls, v: int | None) -> int | None:
+        if v:
+            raise ValueError('expected "0B": swap-out is not modelled yet')
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _enough_memory(cls, v: int | None) -> int | None:
+        if v is not None and v < 16 << 20:
+            raise ValueError("expected at least 16MiB")
+        return v
+
+
+MACHINE_DEFAULTS = MachinePatch.model_validate({
+    "memory": "2GiB", "swap": "0B", "hz": 1000, "min_free": "auto",
+    "fault_rate": "4GiB/s", "exit_rate": "2GiB/s", "reap_rate": "4GiB/s",
+    "reclaim_rate": "1GiB/s", "reclaim_round": "1ms",
+    # virtual time per chunk of faulting, exit unmapping and reaping: one step each
+    "quantum": "1ms"})
+
+
+class LimitsPatch(_Model):
+    time: Dur | None = None
+    stall: Dur | None = None
+
+
+LIMITS_DEFAULTS = LimitsPatch.model_validate({"time": "60s", "stall": "10s"})
+
+
+# -- the step language ---------------------------------------------------------
+
+LockMode = Literal["uninterruptible", "killable"]
+
+
+class AllocStep(_Model):
+    alloc: Size
+    vma: str
+    gfp: Gfp = Field(default_factory=lambda: parse_gfp("GFP_KERNEL"))
+
+
+class KallocStep(_Model):
+    kalloc: Size
+    gfp: Gfp = Field(default_factory=lambda: parse_gfp("GFP_KERNEL"))
+
+
+class KfreeStep(_Model):
+    kfree: Size
+
+
+class FreeStep(_Model):
+    free: Size
+    vma: str
+
+
+class LockStep(_Model):
+    lock: str
+    mode: LockMode = "uninterruptible"
+
+
+class UnlockStep(_Model):
+    unlock: str
+
+
+class MmapLockStep(_Model):
+    mmap_lock: Literal["read", "write"]
+    mode: LockMode = "uninterruptible"
+
+
+class MmapUnlockStep(_Model):
+    mmap_unlock: Literal[True]
+
+
+class SleepStep(_Model):
+    sleep: Dur
+    mode: Literal["interruptible", "uninterruptible", "killable"] = "interruptible"
+    jitter: Dur = Duration()
+
+
+class ExitStep(_Model):
+    exit: int = Field(ge=0, le=255)
+
+
+class RepeatStep(_Model):
+    repeat: Annotated[int | Literal["forever"], PlainValidator(_repeat)]
+    do: list[Step] = Field(min_length=1)
+
+
+STEP_TYPES: dict[str, type[_Model]] = {
+    "alloc": AllocStep, "kalloc": KallocStep, "kfree": KfreeStep, "free": FreeStep,
+    "lock": LockStep, "unlock": UnlockStep, "mmap_lock": MmapLockStep,
+    "mmap_unlock": MmapUnlockStep, "sleep": SleepStep, "exit": ExitStep, "repeat": RepeatStep,
+}
+
+
+def _step_kind(value: object) -> str | None:
+    if isinstance(value, dict):
+        kinds = [k for k in STEP_TYPES if k in value]
+        return kinds[0] if len(kinds) == 1 else None
+    if isinstance(value, BaseModel):
+        return next((k for k, t in STEP_TYPES.items() if isinstance(value, t)), None)
+    return None
+
+
+Step = Annotated[
+    Annotated[AllocStep, Tag("alloc")] | Annotated[KallocStep, Tag("kalloc")]
+    | Annotated[KfreeStep, Tag("kfree")] | Annotated[FreeStep, Tag("free")]
+    | Annotated[LockStep, Tag("lock")] | Annotated[UnlockStep, Tag("unlock")]
+    | Annotated[MmapLockStep, Tag("mmap_lock")] | Annotated[MmapUnlockStep, Tag("mmap_unlock")]
+    | Annotated[SleepStep, Tag("sleep")] | Annotated[ExitStep, Tag("exit")]
+    | Annotated[RepeatStep, Tag("repeat")],
+    Discriminator(_step_kind, custom_error_type="step",
+                  custom_error_message="expected a table with exactly one step key of "
+                  + ", ".join(STEP_TYPES)),
+]
+RepeatStep.model_rebuild()
+
+
+# -- processes -----------------------------------------------------------------
+
+class Vma(_Model):
+    name: str = Field(min_length=1)
+    kind: Literal["anon", "file", "shmem", "hugetlb"]
+    size: Size
+    resident: Size = 0
+    dirty: Size = 0
+    locked: bool = False
+    shared: bool | None = None
+
+
+class Thread(_Model):
+    name: str = Field(min_length=1)
+    program: list[Step] = Field(default_factory=list)
+
+
+class Process(_Model):
+    name: str = Field(min_length=1, max_length=15)
+    count: int | None = Field(None, ge=1)
+    start: Dur = Duration()
+    start_jitter: Dur = Duration()
+    uid: int = Field(1000, ge=0)
+    oom_score_adj: int | None = Field(None, ge=-1000, le=1000)
+    parent: str | None = None
+    cgroup: str | None = None
+    kthread: bool = False
+    init: bool = False
+    shares_mm_with: str | None = None
+    vfork: bool = False
+    vma: list[Vma] = Field(default_factory=list)
+    thread: list[Thread] = Field(min_length=1)
+
+
+class Cgroup(_Model):
+    name: str = Field(min_length=1)
+    memory_max: Size
+
+
+NumberExpect = Annotated[tuple[float | None, float | None], PlainValidator(_number_range)]
+
+
+class CgroupExpect(_Model):
+    outcome: Literal["recovered", "lockup"] | None = None
+    max_stall_s: NumberExpect | None = None
+
+
+class Expect(_Model):
+    """Expected results of one arm (DESIGN.md §7 metrics)."""
+
+    outcome: Annotated[tuple[str, ...], PlainValidator(_outcomes)] | None = None
+    killed: list[str] | None = None
+    killed_sharers: list[str] | None = None
+    oom_invocations: NumberExpect | None = None
+    kills: NumberExpect | None = None
+    first_oom_s: NumberExpect | None = None
+    recovery_s: NumberExpect | None = None
+    max_stall_s: NumberExpect | None = None
+    reaped_kb: NumberExpect | None = None
+    reap_attempts: NumberExpect | None = None
+    reap_failures: NumberExpect | None = None
+    reaper_dropped: NumberExpect | None = None
+    exit_freed_kb: NumberExpect | None = None
+    invariant_violations: NumberExpect | None = None
+    cgroups: dict[str, CgroupExpect] | None = None
+
+
+class Scenario(_Model):
+    name: str = Field(min_length=1)
+    description: str = ""
+    machine: MachinePatch = MachinePatch()
+    limits: LimitsPatch = LimitsPatch()
+    expect: dict[str, Expect] = Field(default_factory=dict)
+    cgroup: list[Cgroup] = Field(default_factory=list)
+    process: list[Process] = Field(min_length=1)
+
+
+# -- the experiment file ---------------------------------------------------------
+
+class ArmOptions(_Model):
+    victim: dict[str, Any] = Field(default_factory=dict)
+    reaper: dict[str, Any] = Field(default_factory=dict)
+    vma_filter: dict[str, Any] = Field(default_factory=dict)
+
+
+class Arm(_Model):
+    name: str = Field(min_length=1)
+    preset: str = "patch"
+    victim: str | None = None
+    reaper: str | None = None
+    vma_filter: str | None = None
+    options: ArmOptions = ArmOptions()
+
+
+class ExperimentFile(_Model):
+    title: str = ""
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [1], min_length=1)
+    scenarios: list[str] = Field(default_factory=list)
+    scenario: list[dict[str, Any]] = Field(default_factory=list)  # validated as Scenario below
+    out: str | None = None
+    machine: MachinePatch = MachinePatch()
+    limits: LimitsPatch = LimitsPatch()
+    arm: list[Arm] = Field(default_factory=lambda: [Arm(name="patch")])
+
+
+# -- loading -------------------------------------------------------------------
+
+def read_toml(path: Path, problems: list[str]) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        problems.append(f"{path}: no such file")
+    except tomllib.TOMLDecodeError as e:
+        problems.append(f"{path}: TOML syntax error: {e}")
+    except OSError as e:
+        problems.append(f"{path}: cannot read: {e.strerror}")
+    return None
+
+
+def validate(model: type[_Model], data: object, where: str, problems: list[str],
+             prefix: str = "") -> Any:
+    """model.model_validate(data), turning each error into a problem line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            problems.append(f"{where}: {key_path(err['loc'], prefix)}: {_message(err)}")
+        return None
+
+
+def key_path(loc: tuple, prefix: str = "") -> str:
+    """('process', 2, 'thread', 0, 'program', 3, 'alloc', 'vma') -> process[2].thread[0].program[3].vma
+
+    The step kind pydantic inserts after a program index is dropped: the
+    user wrote no such level."""
+    out = prefix
+    previous: object = None
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not (isinstance(previous, int) and part in STEP_TYPES and i >= 2
+                  and loc[i - 2] in ("program", "do")):
+            out += ("." if out else "") + str(part)
+        previous = part
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key missing"
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def expand_scenario_globs(config_path: Path, patterns: list[str], problems: list[str]) -> list[Path]:
+    base = config_path.parent
+    files: list[Path] = []
+    for i, pattern in enumerate(patterns):
+        matched = sorted(Path(p) for p in glob.glob(str(base / pattern), recursive=True))
+        if not matched:
+            problems.append(f"{config_path}: scenarios[{i}]: {pattern!r} matches no file")
+        files.extend(m for m in matched if m not in files)
+    return files

@@ -1,0 +1,121 @@
+"""An experiment: its scenarios, its arms (plugin sets) and seeds, resolved.
+
+`load_experiment()` reads the experiment file and every scenario it names,
+validates all of them, and raises one ConfigError listing every problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from workbench import config as C
+from workbench.plugin import Plugins
+from workbench.policy import CONCERNS
+from workbench.workload.scenario import resolve_scenario
+from workbench.workload.spec import ScenarioSpec
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    name: str
+    preset: str
+    policies: dict[str, type]          # concern -> policy class
+    options: dict[str, BaseModel]      # concern -> validated options
+
+    def instantiate(self, machine: Any) -> dict[str, Any]:
+        """One run's policy objects."""
+        return {c: self.policies[c](self.options[c], machine) for c in CONCERNS}
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "preset": self.preset}
+        for c in CONCERNS:
+            out[c] = self.policies[c].name
+        out["options"] = {c: self.options[c].model_dump(mode="json") for c in CONCERNS}
+        return out
+
+
+@dataclass(frozen=True)
+class Experiment:
+    path: Path
+    title: str
+    seeds: tuple[int, ...]
+    scenarios: tuple[ScenarioSpec, ...]
+    arms: tuple[ArmSpec, ...]
+    out: Path
+
+
+def load_experiment(path: Path, plugins: Plugins) -> Experiment:
+    problems: list[str] = []
+    data = C.read_toml(path, problems)
+    if data is None:
+        raise C.ConfigError(problems)
+    exp = C.validate(C.ExperimentFile, data, str(path), problems)
+    if exp is None:
+        raise C.ConfigError(problems)
+    arms = tuple(a for a in (_resolve_arm(a, i, str(path), plugins, problems)
+                             for i, a in enumerate(exp.arm)) if a is not None)
+    _unique([a.name for a in exp.arm], "arm", "name", str(path), problems)
+    scenarios = _load_scenarios(path, exp, problems)
+    _unique([s.name for s in scenarios], "scenarios", "scenario name", str(path), problems)
+    known_arms = {a.name for a in exp.arm} | set(plugins.registry.presets)
+    for s in scenarios:
+        for arm in s.expect:
+            if arm not in known_arms:
+                problems.append(f"{s.source}: expect.{arm}: no arm or preset named {arm!r} "
+                                f"(arms: {', '.join(sorted(a.name for a in exp.arm))})")
+    if problems:
+        raise C.ConfigError(problems)
+    out = Path(exp.out) if exp.out else Path("runs") / path.stem
+    return Experiment(path, exp.title, tuple(exp.seeds), tuple(scenarios), arms, out)
+
+
+def _load_scenarios(path: Path, exp: C.ExperimentFile, problems: list[str]) -> list[ScenarioSpec]:
+    out = []
+    for i, data in enumerate(exp.scenario):
+        out.append((data, f"{path}", f"scenario[{i}].", path.name))
+    for file in C.expand_scenario_globs(path, exp.scenarios, problems):
+        data = C.read_toml(file, problems)
+        if data is not None:
+            out.append((data, str(file), "", str(file.relative_to(path.parent))))
+    specs = []
+    for data, where, prefix, source in out:
+        model = C.validate(C.Scenario, data, where, problems, prefix=prefix.rstrip("."))
+        if model is not None:
+            specs.append(resolve_scenario(model, source, where, exp, problems, prefix))
+    return specs
+
+
+def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
+                 problems: list[str]) -> ArmSpec | None:
+    registry = plugins.registry
+    preset = registry.presets.get(arm.preset)
+    if preset is None:
+        problems.append(f"{where}: arm[{i}].preset: unknown preset {arm.preset!r} "
+                        f"(known: {', '.join(sorted(registry.presets))})")
+        return None
+    policies, options = {}, {}
+    for concern in CONCERNS:
+        name = getattr(arm, concern) or getattr(preset, concern)
+        cls = registry.policies[concern].get(name)
+        if cls is None:
+            problems.append(f"{where}: arm[{i}].{concern}: unknown {concern} policy {name!r} "
+                            f"(known: {', '.join(sorted(registry.policies[concern]))})")
+            continue
+        policies[concern] = cls
+        options[concern] = C.validate(cls.Options, getattr(arm.options, concern), where,
+                                      problems, prefix=f"arm[{i}].options.{concern}")
+    if len(policies) < len(CONCERNS) or None in options.values():
+        return None
+    return ArmSpec(arm.name, arm.preset, policies, options)
+
+
+def _unique(names: list[str], key: str, what: str, where: str, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            problems.append(f"{where}: {key}: {what} {name!r} appears twice")
+        seen.add(name)

@@ -1,0 +1,216 @@
+"""The simulated machine: boot, the task list, and the end of a run.
+
+`Kernel` holds the global state the kernel files share (the zone, oom_lock,
+the task list, the reaper's wait queue) and the run's plumbing: the clock,
+the event log, the arm's policies.  The kernel's own logic lives in the
+modules named after the files it models.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from typing import Any, Awaitable, Callable, Iterator
+
+import outcome
+import trio
+
+from workbench.kernel import fork, memcontrol, oom_kill
+from workbench.kernel.locking import Mutex
+from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
+from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
+from workbench.log import EventLog
+from workbench.plugin import PolicyError, RunPolicies
+from workbench.units import kb, seconds
+from workbench.workload.spec import ScenarioSpec
+
+
+class Kernel:
+    def __init__(self, scenario: ScenarioSpec, policies: RunPolicies, seed: int, log: EventLog):
+        self.scenario = scenario
+        self.machine = m = scenario.machine
+        self.limits = scenario.limits
+        self.policies = policies
+        self.seed = seed
+        self.log = log
+        self.clock = Clock(self)
+        self.jiffy_ns = m.jiffy_ns
+        self.reclaim_round_ns = m.reclaim_round_ns
+        self.fault_chunk = m.chunk(m.fault_rate)
+        self.exit_chunk = m.chunk(m.exit_rate)
+        self.reap_chunk = m.chunk(m.reap_rate)
+        hugetlb_pool = sum(v.size for p in scenario.processes for v in p.vmas
+                           if v.kind == "hugetlb")
+        managed = m.memory // 4096 - hugetlb_pool
+        self.zone = Zone(self, managed, m.min_free_kbytes or min_free_kbytes_for(kb(managed)))
+        self.oom_lock = Mutex(self, "oom_lock")
+        self.memcgs = memcontrol.setup(self, scenario.cgroups)
+        self.mutexes: dict[str, Mutex] = {}        # the workload's kernel mutexes, by name
+        self.processes: list[Process] = []         # the task list, in fork order
+        self.oom_victims = 0
+        # DEFAULT_RATELIMIT_INTERVAL (5 * HZ), DEFAULT_RATELIMIT_BURST (10)
+        self.oom_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
+        self.nopage_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
+        self.oom_reaper_wait = WaitQueue(self)
+        self.oom_reaper_th: Task | None = None
+        self.open_stalls: dict[int, list] = {}
+        self.halting = False
+        self.finished = False
+        self.refused_aborts: dict[Task, Callable[[], None]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._boot = fork.Boot(self)
+        self.init = self._boot.init
+
+    # -- running ----------------------------------------------------------------
+
+    async def main(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._guard, self.clock.drive)
+            self._boot.start(nursery)
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._nursery.start_soon(self._guard, fn, *args)
+
+    async def _guard(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run one simulation task; a policy's error or a broken invariant
+        ends the run cleanly with outcome "error"."""
+        try:
+            await fn(*args)
+        except PolicyError as e:
+            if not self.halting:
+                self.log.emit("error", policy=e.policy, hook=e.hook, problem=str(e))
+                self.finish("error")
+        except Halt:
+            if not self.halting:
+                self.finish("halt")
+        except Exception as e:
+            if not self.halting:
+                # A bug in the workbench itself: the traceback goes to stderr, the
+                # run still ends with a valid log.
+                traceback.print_exc()
+                self.log.emit("error", policy="", hook="",
+                              problem=f"internal error: {type(e).__name__}: {e}")
+                self.finish("error")
+
+    def rng(self, pid: int) -> random.Random:
+        """Workload randomness of one process, from the run's seed alone."""
+        return random.Random(f"{self.seed}:{pid}")
+
+    # -- the task list ------------------------------------------------------------
+
+    def for_each_process(self) -> Iterator[Process]:
+        return (p for p in self.processes if p.alive)
+
+    def for_each_thread(self) -> Iterator[Task]:
+        for p in self.processes:
+            for t in p.threads:
+                if t.state != TASK_DEAD:
+                    yield t
+
+    def user_threads(self) -> Iterator[Task]:
+        """Live threads of the scenario's processes (not kthreads, not the idle init)."""
+        return (t for t in self.for_each_thread()
+                if not t.process.kthread and t.waiting_on != "idle")
+
+    def has_blocked_threads(self) -> bool:
+        return any(t.waiting_on for t in self.user_threads()) or bool(self.open_stalls)
+
+    def mutex(self, name: str) -> Mutex:
+        if name not in self.mutexes:
+            self.mutexes[name] = Mutex(self, name)
+        return self.mutexes[name]
+
+    # -- what the metrics need -------------------------------------------------------
+
+    def stall_begin(self, task: Task, pages: int, gfp: int, memcg: Any = None) -> list:
+        rec = [task, self.clock.now, pages, gfp, memcg]
+        self.open_stalls[task.pid] = rec
+        return rec
+
+    def stall_end(self, rec: list, ok: bool) -> None:
+        task, since, pages, gfp, memcg = rec
+        del self.open_stalls[task.pid]
+        self._emit_stall(rec, "ok" if ok else "failed")
+
+    def _emit_stall(self, rec: list, result: str) -> None:
+        task, since, pages, gfp, memcg = rec
+        fields = {"memcg": memcg.name} if memcg is not None else {}
+        self.log.emit("alloc_stall", pid=task.pid, tgid=task.tgid, comm=task.comm,
+                      since=seconds(since), stall_s=seconds(self.clock.now - since),
+                      pages=pages, gfp_mask=gfp, order=0, result=result, **fields)
+
+    def lock_waited(self, task: Task, lock: str, since: int, acquired: bool) -> None:
+        if self.clock.now > since:
+            self.log.emit("lock_wait", pid=task.pid, tgid=task.tgid, comm=task.comm, lock=lock,
+                          since=seconds(since), wait_s=seconds(self.clock.now - since),
+                          result="acquired" if acquired else "interrupted")
+
+    # -- the end of a run -------------------------------------------------------------
+
+    def violation(self, what: str) -> None:
+        """A broken kernel invariant: logged, and the run stops (outcome error)."""
+        self.log.emit("invariant", problem=what)
+        if not self.halting:
+            raise Halt(what)
+
+    def panic(self, msg: str) -> None:
+        self.log.emit("panic", msg=f"Kernel panic - not syncing: {msg}")
+        self.finish("panic")
+        raise Halt(msg)
+
+    def finish(self, reason: str) -> None:
+        """Record what is still in progress, check for leaks, stop every task."""
+        if self.finished:
+            return
+        self.finished = True
+        for rec in list(self.open_stalls.values()):
+            self._emit_stall(rec, "open")
+        now = self.clock.now
+        for t in self.for_each_thread():
+            if t.waiting_on.startswith(("mutex:", "mmap_sem:")):
+                self.log.emit("lock_wait", pid=t.pid, tgid=t.tgid, comm=t.comm,
+                              lock=t.waiting_on, since=seconds(t.wait_since),
+                              wait_s=seconds(now - t.wait_since), result="open")
+            self.log.emit("task_state", pid=t.pid, tgid=t.tgid, comm=t.comm, thread=t.name,
+                          state=t.state, waiting_on=t.waiting_on,
+                          since=seconds(t.wait_since) if t.waiting_on else None,
+                          tif_memdie=t.tif_memdie, killed=t.process.group_exit)
+        if reason == "idle" and not any(self.user_threads()):
+            self._check_accounting()            # nothing can be in flight any more
+        self.halt()
+
+    def halt(self) -> None:
+        """Stop every task: cancel them all, and end the D-state waits that
+        already refused a SIGKILL (Trio will not ask them twice)."""
+        self.halting = True
+        self.log.enabled = False
+        for task, on_abort in list(self.refused_aborts.items()):
+            on_abort()
+            trio.lowlevel.reschedule(task.trio_task, outcome.Error(Halt("end of run")))
+        self.refused_aborts.clear()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _check_accounting(self) -> None:
+        """Every page is free or accounted somewhere; every mm_struct whose
+        users are gone has been freed unless the reaper still holds it."""
+        used = self.zone.kernel + self.zone.pgtables + self.memcgs.page_cache()
+        seen: list = []
+        for p in self._boot.all_processes:
+            mm = p.mm
+            if mm is None or any(mm is s for s in seen):
+                continue
+            seen.append(mm)
+            if not mm.freed:
+                used += mm.anon + mm.shmem + sum(v.shmem_unmapped for v in mm.vmas)
+            if mm.mm_users == 0 and not mm.freed and not self._reaper_holds(mm):
+                self.log.emit("invariant", problem=f"mm {mm.id} leaked: mm_count {mm.mm_count} "
+                              f"held by {dict(mm.holders)}")
+        if used + self.zone.free != self.zone.managed:
+            self.log.emit("invariant", problem=f"page accounting: free {self.zone.free} + used "
+                          f"{used} != managed {self.zone.managed}")
+
+    def _reaper_holds(self, mm: Any) -> bool:
+        return mm.holders.get("oom_reaper", 0) > 0 and self.oom_reaper_th is not None \
+            and self.oom_reaper_th.waiting_on != "idle"

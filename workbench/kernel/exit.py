@@ -1,0 +1,73 @@
+"""Thread exit (kernel/exit.c, KERNEL.md §1.6).
+
+do_exit() sets PF_EXITING, then exit_mm(): down_read(mmap_sem) - not a
+trylock, so a writer holding or queued on it keeps the exiting victim in D
+state - then the thread lets go of the mm and mmput() tears the address space
+down if it was the last user.  TIF_MEMDIE is cleared only after that mmput,
+on the thread's own flag, even when another user (the reaper) still holds the
+memory (KERNEL.md §7a note 1c).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from workbench.kernel import fork, oom_kill
+from workbench.kernel.locking import Mutex
+from workbench.kernel.sched import TASK_DEAD, TASK_UNINTERRUPTIBLE, Task
+
+if TYPE_CHECKING:
+    from workbench.kernel.core import Kernel
+
+
+def release_held_locks(k: Kernel, task: Task) -> None:
+    """A thread leaving its program drops the kernel locks it still holds,
+    as a killed task does when its system call unwinds, before exit_mm()."""
+    while task.held_locks:
+        lock = task.held_locks.pop()
+        if isinstance(lock, Mutex):
+            lock.unlock(task)
+        elif lock.writer is task:
+            lock.up_write(task)
+        else:
+            lock.up_read()
+
+
+async def do_exit(k: Kernel, task: Task) -> None:
+    task.exiting = True                        # exit_signals(): PF_EXITING
+    await exit_mm(k, task)
+    killed = task.fatal_signal_pending()
+    task.state = TASK_DEAD
+    if task.active_mm is not None:             # the lazy-TLB pin, dropped at the last switch
+        task.active_mm.mmdrop("active_mm")
+        task.active_mm = None
+    proc = task.process
+    proc.live_threads -= 1
+    k.log.emit("exit", pid=task.pid, tgid=proc.pid, comm=proc.comm, thread=task.name,
+               killed=killed)
+    if proc.live_threads == 0:
+        _exit_notify(k, proc)
+
+
+async def exit_mm(k: Kernel, task: Task) -> None:
+    mm = task.mm
+    if mm is None:
+        return
+    # mm_release(): robust futexes are not modelled yet.
+    await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
+    mm.mmgrab("active_mm")
+    task.active_mm = mm
+    task.mm = None
+    mm.mmap_sem.up_read()
+    await fork.mmput(k, task, mm)
+    if task.tif_memdie:
+        oom_kill.exit_oom_victim(k, task)
+
+
+def _exit_notify(k: Kernel, proc: object) -> None:
+    """The last thread is gone: children go to init, the process leaves the list."""
+    for child in proc.children:
+        child.parent = k.init
+        k.init.children.append(child)
+    proc.children = []
+    k.processes.remove(proc)

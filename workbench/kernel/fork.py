@@ -1,0 +1,169 @@
+"""Creating processes and the mm reference counts (kernel/fork.c).
+
+Pids follow DESIGN.md §5: 1 is init, then the kernel's threads, then the
+scenario's processes in file order, each process's threads numbered after
+its leader.  A process exists for the OOM killer only from its start time,
+when it is forked: its resident pages are faulted in at once and its threads
+begin their programs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from workbench.kernel import exit as kexit
+from workbench.kernel import memcontrol, mmap, oom_kill
+from workbench.kernel.mm import MmStruct, Vma
+from workbench.kernel.sched import TASK_INTERRUPTIBLE, Process, Task
+from workbench.workload import program
+from workbench.workload.spec import ProcessSpec
+
+if TYPE_CHECKING:
+    from workbench.kernel.core import Kernel
+
+
+class Boot:
+    """Builds every process of the scenario with its pid, and forks each at
+    its start time."""
+
+    def __init__(self, k: Kernel):
+        self.k = k
+        self.all_processes: list[Process] = []
+        self.by_name: dict[str, Process] = {}
+        self._specs: list[tuple[Process, ProcessSpec]] = []
+        specs = list(k.scenario.processes)
+        declared_init = next((s for s in specs if s.init), None)
+        self.init = self._build(declared_init, 1) if declared_init else self._implicit_init()
+        next_pid = 2
+        if k.policies.reaper_enabled():
+            k.oom_reaper_th = oom_kill.oom_init(k, next_pid)
+            self.all_processes.append(k.oom_reaper_th.process)
+            next_pid += 1
+        for spec in specs:
+            if spec is not declared_init:
+                proc = self._build(spec, next_pid)
+                next_pid += len(proc.threads)
+
+    def _implicit_init(self) -> Process:
+        """pid 1 when the scenario declares none: asleep for ever, unkillable."""
+        init = Process(1, "init", uid=0, oom_score_adj=0, parent=None, init=True)
+        init.mm = MmStruct(self.k, 1, [])
+        task = Task(1, init, "init", init.mm)
+        task.state, task.waiting_on = TASK_INTERRUPTIBLE, "idle"
+        init.mm.mm_users = 1
+        self.k.processes.append(init)
+        self.all_processes.append(init)
+        self.by_name["init"] = init
+        return init
+
+    def _build(self, spec: ProcessSpec, pid: int) -> Process:
+        k = self.k
+        parent = self.by_name.get(spec.parent) if spec.parent else None
+        proc = Process(pid, spec.name, uid=spec.uid, oom_score_adj=0, parent=parent,
+                       kthread=spec.kthread, init=spec.init, vfork=spec.vfork,
+                       cgroup=k.memcgs.get(spec.cgroup))
+        if spec.shares_mm_with:
+            proc.mm = self.by_name[spec.shares_mm_with].mm
+        elif spec.kthread:
+            proc.mm = None
+        else:
+            proc.mm = MmStruct(k, pid, [Vma(v.name, v.kind, v.size, locked=v.locked,
+                                            shared=v.shared) for v in spec.vmas])
+            proc.mm.memcg = proc.cgroup
+        for i, t in enumerate(spec.threads):
+            Task(pid + i, proc, t.name, proc.mm)
+        self.all_processes.append(proc)
+        self.by_name[spec.name] = proc
+        self._specs.append((proc, spec))
+        return proc
+
+    def start(self, nursery: trio.Nursery) -> None:
+        k = self.k
+        if k.oom_reaper_th is not None:
+            k.processes.append(k.oom_reaper_th.process)
+            k.spawn(oom_kill.oom_reaper, k, k.oom_reaper_th)
+        for proc, spec in self._specs:
+            start = spec.start_ns
+            if spec.start_jitter_ns:
+                start += k.rng(proc.pid).randint(0, spec.start_jitter_ns)
+            if start == 0:
+                self._fork(proc, spec)
+            else:
+                k.spawn(self._fork_at, proc, spec, start)
+
+    async def _fork_at(self, proc: Process, spec: ProcessSpec, start: int) -> None:
+        await self.k.clock.wait_until(start)
+        self._fork(proc, spec)
+
+    def _fork(self, proc: Process, spec: ProcessSpec) -> None:
+        """copy_process(): the process joins the task list and its threads run."""
+        k = self.k
+        if proc.parent is None and not proc.init and not proc.kthread:
+            proc.parent = self.init
+        if proc.parent is not None:
+            proc.parent.children.append(proc)
+        if spec.oom_score_adj is not None:
+            proc.oom_score_adj = spec.oom_score_adj
+        elif proc.parent is not None:
+            proc.oom_score_adj = proc.parent.oom_score_adj   # copy_signal()
+        mm = proc.mm
+        if mm is not None:
+            if not spec.shares_mm_with:
+                _populate(k, proc, spec)
+            mm.mm_users += len(proc.threads)
+        k.processes.append(proc)
+        memcontrol.attach(k, proc)
+        k.log.emit("fork", pid=proc.pid, comm=proc.comm,
+                   ppid=proc.parent.pid if proc.parent else 0, uid=proc.uid,
+                   oom_score_adj=proc.oom_score_adj, mm=mm.id if mm else None,
+                   cgroup=proc.cgroup.name if proc.cgroup else None,
+                   threads=[t.pid for t in proc.threads], kthread=proc.kthread,
+                   vfork=proc.in_vfork)
+        for task, thread in zip(proc.threads, spec.threads):
+            k.spawn(_thread, k, task, thread.program)
+
+
+def _populate(k: Kernel, proc: Process, spec: ProcessSpec) -> None:
+    """The VMAs' `resident` pages, present when the process starts."""
+    mm = proc.mm
+    for vma, v in zip(mm.vmas, spec.vmas):
+        if not v.resident:
+            continue
+        ptes = mm.add_pages(vma, v.resident)
+        vma.dirty = v.dirty
+        if vma.hugetlb_page:
+            continue                  # preallocated pool pages, outside the zone
+        need = v.resident + ptes
+        if k.zone.take(need, -1) < need:
+            k.violation(f"process {proc.comm}: resident memory of vma {vma.name} does not "
+                        f"fit in free memory at its start")
+        k.zone.pgtables += ptes
+        memcontrol.force_charge(k, mm.memcg, v.resident)
+
+
+async def _thread(k: Kernel, task: Task, steps: tuple) -> None:
+    """A simulated thread: its program, then do_exit()."""
+    task.trio_task = trio.lowlevel.current_task()
+    with task.signal_scope:
+        await program.run(k, task, steps)
+    kexit.release_held_locks(k, task)
+    await kexit.do_exit(k, task)
+
+
+# -- mm reference counts ------------------------------------------------------------
+
+async def mmput(k: Kernel, task: Task, mm: MmStruct) -> None:
+    """Drop an mm_users reference; the last one tears the address space down
+    in the caller's context (the seed's reaper included, KERNEL.md §1.12)."""
+    if not mm.check_alive("mmput"):
+        return
+    mm.mm_users -= 1
+    if mm.mm_users == 0:
+        await __mmput(k, task, mm)
+
+
+async def __mmput(k: Kernel, task: Task, mm: MmStruct) -> None:
+    await mmap.exit_mmap(k, task, mm)
+    mm.mmdrop(None)

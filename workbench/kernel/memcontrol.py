@@ -1,0 +1,215 @@
+"""Memory cgroups as 4.5 has them (mm/memcontrol.c, KERNEL.md §1.11 and §7a).
+
+Every page a process faults in or allocates is charged to its cgroup; pages
+freed, reaped or unmapped at exit are uncharged (page cache stays charged
+until reclaimed).  A charge over memory_max reclaims within the cgroup and
+retries 5 times, then:
+- tasks with TIF_MEMDIE, a fatal signal or PF_EXITING force the charge;
+- a user page fault records a memcg OOM and fails with VM_FAULT_OOM; at the
+  end of the fault mem_cgroup_oom_synchronize() lets one task per cgroup run
+  the OOM killer under the global oom_lock while the others sleep, killable,
+  until an uncharge or the unlock wakes them; the fault is then retried;
+- any other charge (kalloc, GFP_NOFS) fails with -ENOMEM and kills nothing.
+The victim scan covers the cgroup's tasks only, with the same abort while a
+victim is pending - and a memcg victim's TIF_MEMDIE also aborts every global
+scan, because that one walks all threads (KERNEL.md §7a note 4d).
+Cgroups are flat children of the root; the root has no limit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from workbench.kernel import gfp as GFP
+from workbench.kernel import oom_kill, vmscan
+from workbench.kernel.sched import TASK_KILLABLE, Process, Task, WaitQueue
+from workbench.policy import OomControl
+from workbench.units import kb
+
+if TYPE_CHECKING:
+    from workbench.kernel.core import Kernel
+    from workbench.workload.spec import CgroupSpec
+
+MEM_CGROUP_RECLAIM_RETRIES = 5
+
+
+class MemCgroup:
+    def __init__(self, name: str, limit: int | None):
+        self.name = name
+        self.limit = limit             # pages; None for the root
+        self.usage = 0                 # pages charged
+        self.failcnt = 0
+        self.under_oom = 0
+        self.oom_lock = False
+        self.cache_clean = 0           # unmapped page cache charged here
+        self.cache_dirty = 0
+
+    @property
+    def is_root(self) -> bool:
+        return self.limit is None
+
+    def margin(self) -> int:
+        return max(0, self.limit - self.usage) if self.limit is not None else 1 << 62
+
+    def oom_info(self, p: Task | None) -> list[str]:
+        """mem_cgroup_print_oom_info() (swap and kmem accounting off)."""
+        path = f"/{self.name}"
+        first = (f"Task in {path} killed as a result of limit of {path}" if p is not None
+                 else f"Memory limit reached of cgroup {path}")
+        limit = kb(self.limit)
+        return [first,
+                f"memory: usage {kb(self.usage)}kB, limit {limit}kB, failcnt {self.failcnt}",
+                f"memory+swap: usage {kb(self.usage)}kB, limit {limit}kB, failcnt 0",
+                "kmem: usage 0kB, limit 9007199254740988kB, failcnt 0"]
+
+
+class Memcgs:
+    """The root and the scenario's cgroups, in config order."""
+
+    def __init__(self, k: Kernel, specs: tuple[CgroupSpec, ...]):
+        self.root = MemCgroup("", None)
+        self.by_name = {c.name: MemCgroup(c.name, c.memory_max) for c in specs}
+        self.oom_waitq = WaitQueue(k)  # memcg_oom_waitq: one for all cgroups
+
+    def get(self, name: str | None) -> MemCgroup:
+        return self.by_name[name] if name else self.root
+
+    def scope(self, memcg: MemCgroup | None) -> Iterator[MemCgroup]:
+        """The cgroups a reclaim may take from: all for global reclaim."""
+        if memcg is not None:
+            yield memcg
+            return
+        yield self.root
+        yield from self.by_name.values()
+
+    def page_cache(self) -> int:
+        return sum(c.cache_clean + c.cache_dirty for c in self.scope(None))
+
+
+def setup(k: Kernel, specs: tuple[CgroupSpec, ...]) -> Memcgs:
+    return Memcgs(k, specs)
+
+
+def attach(k: Kernel, proc: Process) -> None:
+    """A process without a cgroup lives in the root."""
+    if proc.cgroup is None:
+        proc.cgroup = k.memcgs.root
+        if proc.mm is not None and proc.mm.memcg is None:
+            proc.mm.memcg = proc.cgroup
+
+
+def force_charge(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
+    if memcg is not None:
+        memcg.usage += n
+
+
+def uncharge(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
+    """uncharge_batch(): waiters of a cgroup under OOM are woken."""
+    if memcg is None or not n:
+        return
+    memcg.usage -= n
+    if memcg.usage < 0:
+        k.violation(f"memcg {memcg.name or '/'} usage below 0")
+    memcg_oom_recover(k, memcg)
+
+
+def page_cache_add(memcg: MemCgroup | None, clean: int = 0, dirty: int = 0) -> None:
+    """Pages unmapped from a process stay in the page cache, still charged."""
+    if memcg is not None:
+        memcg.cache_clean += clean
+        memcg.cache_dirty += dirty
+
+
+async def try_charge(k: Kernel, task: Task, memcg: MemCgroup | None, n: int, gfp: int,
+                     may_oom: bool) -> int:
+    """Charge n pages; returns how many were charged (n, or fewer on -ENOMEM).
+
+    may_oom is current->memcg_may_oom: set only for user page faults."""
+    if memcg is None or memcg.is_root or not n:
+        if memcg is not None:
+            memcg.usage += n
+        return n
+    got = 0
+    retries = MEM_CGROUP_RECLAIM_RETRIES
+    while True:
+        fit = min(n - got, memcg.margin())
+        memcg.usage += fit
+        got += fit
+        if got == n:
+            return n
+        memcg.failcnt += 1
+        # Dying and OOM-killed tasks bypass the limit so they can exit quickly.
+        if task.tif_memdie or task.fatal_signal_pending() or task.exiting:
+            break
+        if task.memcg_oom is not None or not GFP.can_direct_reclaim(gfp):
+            return _nomem(k, task, memcg, got, n)
+        reclaimed = await vmscan.try_to_free_pages(k, task, n - got, memcg)
+        if memcg.margin() >= n - got:
+            continue
+        if GFP.noretry(gfp):
+            return _nomem(k, task, memcg, got, n)
+        if reclaimed:                  # order-0 charges retry while reclaim progresses
+            continue
+        if retries:
+            retries -= 1
+            continue
+        if GFP.nofail(gfp) or task.fatal_signal_pending():
+            break
+        if may_oom:
+            task.memcg_oom = memcg     # mem_cgroup_oom(): dealt with at the end of the fault
+            task.memcg_oom_gfp = gfp
+        return _nomem(k, task, memcg, got, n)
+    memcg.usage += n - got             # force
+    return n
+
+
+def _nomem(k: Kernel, task: Task, memcg: MemCgroup, got: int, n: int) -> int:
+    if task.memcg_oom is None:
+        k.log.emit("memcg_charge_fail", pid=task.pid, tgid=task.tgid, comm=task.comm,
+                   memcg=memcg.name, pages=n - got)
+    return got
+
+
+def memcg_oom_recover(k: Kernel, memcg: MemCgroup) -> None:
+    if memcg.under_oom:
+        k.memcgs.oom_waitq.wake_up_matching(lambda token: token is memcg)
+
+
+async def mem_cgroup_oom_synchronize(k: Kernel, task: Task, handle: bool) -> bool:
+    """End of a faulting access that hit its memcg's limit: kill or wait.
+    False when the fault's failure was not a memcg OOM."""
+    memcg = task.memcg_oom
+    if memcg is None:
+        return False
+    task.memcg_oom = None
+    if not handle:
+        return True
+    k.log.emit("memcg_oom", pid=task.pid, tgid=task.tgid, comm=task.comm, memcg=memcg.name)
+    memcg.under_oom += 1
+    locked = not memcg.oom_lock
+    memcg.oom_lock = True
+    if locked:
+        memcg.under_oom -= 1
+        await mem_cgroup_out_of_memory(k, task, memcg, task.memcg_oom_gfp)
+        memcg.oom_lock = False
+        memcg_oom_recover(k, memcg)    # contenders may have missed the kill's uncharges
+    else:
+        await k.memcgs.oom_waitq.wait(task, TASK_KILLABLE, f"memcg_oom:{memcg.name}", memcg)
+        memcg.under_oom -= 1
+    return True
+
+
+async def mem_cgroup_out_of_memory(k: Kernel, task: Task, memcg: MemCgroup, gfp: int) -> None:
+    """The OOM killer for one cgroup: oom_lock taken as a blocking mutex, the
+    dying-task shortcut, a scan of the cgroup's tasks, no panic when nothing
+    is eligible, no sleep after the kill."""
+    await k.oom_lock.lock(task)
+    try:
+        if task.fatal_signal_pending() or oom_kill.task_will_free_mem(task):
+            oom_kill.mark_oom_victim(k, task, "shortcut")
+            oom_kill._log_invocation(k, task, gfp, memcg, "shortcut")
+            return
+        oc = OomControl(task, gfp, 0, memcg.limit or 1, memcg, k)
+        await oom_kill.select_and_kill(k, oc, "Memory cgroup out of memory")
+    finally:
+        k.oom_lock.unlock(task)

@@ -1,0 +1,154 @@
+"""Page faults and unmapping (mm/memory.c).
+
+A fault chunk takes mmap_sem for read with an uninterruptible down_read()
+(4.5 x86 __do_page_fault), allocates the pages and any new page-table pages,
+charges the memcg, pays fault_rate for the work and releases the lock.  A
+fault that cannot get its pages returns VM_FAULT_OOM and the arch code calls
+pagefault_out_of_memory(); user space then retries the instruction.
+
+zap() is unmap_page_range() with the seed's zap_details: anonymous pages and
+swap entries are freed; page-cache pages are only unmapped (the page cache
+keeps them, now unmapped and, if clean, reclaimable); shmem pages stay with
+the shm object until its last mapping goes away in exit_mmap().
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from workbench.kernel import memcontrol, oom_kill, page_alloc, signal
+from workbench.kernel.mm import MmStruct, Vma
+from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
+from workbench.policy import ZapDetails
+
+if TYPE_CHECKING:
+    from workbench.kernel.core import Kernel
+
+
+async def fault_in(k: Kernel, task: Task, vma: Vma, pages: int, gfp: int) -> None:
+    """User page faults over `pages` pages of vma, a chunk at a time; a chunk
+    that fails is retried, as user space re-executes the faulting access,
+    until it maps or the thread has a fatal signal to take."""
+    remaining = pages
+    stall = None          # a chunk waiting on its memcg's limit (KERNEL.md §1.11)
+    while remaining and not task.fatal_signal_pending():
+        n = min(remaining, k.fault_chunk)
+        mapped, charge_short = await handle_mm_fault(k, task, vma, n, gfp)
+        if mapped < 0:                                   # SIGSEGV
+            break
+        remaining -= mapped
+        if charge_short and stall is None:
+            stall = k.stall_begin(task, n, gfp, task.mm.memcg if task.mm else None)
+        if mapped == n:
+            if stall is not None:
+                k.stall_end(stall, True)
+                stall = None
+        else:
+            await pagefault_out_of_memory(k, task)
+    if stall is not None:
+        k.stall_end(stall, False)
+
+
+async def handle_mm_fault(k: Kernel, task: Task, vma: Vma, n: int, gfp: int) -> tuple[int, bool]:
+    """One chunk of faults: (pages mapped or -1 for SIGSEGV, whether the
+    memcg charge fell short)."""
+    mm = task.mm
+    await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
+    try:
+        if vma.resident + vma.shmem_unmapped + n > vma.size:
+            _segv(k, task, vma)
+            return -1, False
+        if vma.hugetlb_page:
+            mapped = n                                   # from the preallocated pool
+            mm.add_pages(vma, n)
+            charge_short = False
+        else:
+            mapped, charge_short = await _alloc_and_charge(k, task, mm, vma, n, gfp)
+        if mapped:
+            await k.clock.sleep(task, k.machine.cost_ns(mapped, k.machine.fault_rate),
+                                TASK_UNINTERRUPTIBLE, "page fault")
+        return mapped, charge_short
+    finally:
+        mm.mmap_sem.up_read()
+
+
+async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: int,
+                            gfp: int) -> tuple[int, bool]:
+    ptes = mm.ptes_for(vma, n)
+    got = await page_alloc.alloc_pages(k, task, n + ptes, gfp)
+    data = max(0, got - ptes)
+    charged = await memcontrol.try_charge(k, task, mm.memcg, data, gfp, may_oom=True)
+    new_ptes = mm.add_pages(vma, charged)
+    k.zone.pgtables += new_ptes
+    k.zone.give(got - charged - new_ptes)                # pages not used after all
+    return charged, charged < data
+
+
+async def pagefault_out_of_memory(k: Kernel, task: Task) -> None:
+    """A fault returned VM_FAULT_OOM: a pending memcg OOM is handled first;
+    otherwise a global OOM with gfp_mask 0, only if oom_lock is free."""
+    if await memcontrol.mem_cgroup_oom_synchronize(k, task, True):
+        return
+    if not k.oom_lock.trylock(task):
+        return
+    try:
+        await oom_kill.out_of_memory(k, task, 0, None)
+    finally:
+        k.oom_lock.unlock(task)
+
+
+def _segv(k: Kernel, task: Task, vma: Vma) -> None:
+    k.log.emit("segv", pid=task.pid, tgid=task.tgid, comm=task.comm, vma=vma.name)
+    signal.group_exit(k, task.process, 139)
+
+
+# -- unmapping ---------------------------------------------------------------------
+
+EXIT = None
+"""zap() details for exit_mmap() and munmap(): everything goes."""
+
+
+def zap(k: Kernel, mm: MmStruct, vma: Vma, details: ZapDetails | None, budget: int) -> tuple[int, int]:
+    """unmap_page_range() over at most `budget` pages of vma.
+
+    Returns (pages processed, pages freed)."""
+    done = freed = 0
+    memcg = mm.memcg
+    n = min(budget, vma.anon)
+    if n:
+        mm.sub_anon(vma, n)
+        k.zone.give(n)
+        memcontrol.uncharge(k, memcg, n)
+        done += n
+        freed += n
+    clean = vma.file - vma.dirty
+    n = min(budget - done, clean)
+    if n:
+        mm.sub_file(vma, n, 0)
+        memcontrol.page_cache_add(memcg, clean=n)
+        done += n
+    if details is None or not details.ignore_dirty:
+        n = min(budget - done, vma.dirty)
+        if n:
+            mm.sub_file(vma, n, n)                       # set_page_dirty()
+            memcontrol.page_cache_add(memcg, dirty=n)
+            done += n
+    n = min(budget - done, vma.shmem)
+    if n:
+        mm.sub_shmem(vma, n)
+        done += n
+        if details is EXIT:                              # the mapping and its object go
+            k.zone.give(n)
+            memcontrol.uncharge(k, memcg, n)
+            freed += n
+        else:
+            vma.shmem_unmapped += n                      # the shm object still holds them
+    return done, freed
+
+
+def zappable(vma: Vma, details: ZapDetails | None) -> int:
+    """Pages zap() would still process in vma."""
+    pages = vma.anon + vma.file + vma.shmem
+    if details is not None and details.ignore_dirty:
+        pages -= vma.dirty
+    return pages

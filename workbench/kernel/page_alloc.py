@@ -1,0 +1,155 @@
+"""The zone and the page allocator of Linux 4.5 (mm/page_alloc.c, KERNEL.md §1.1).
+
+One ZONE_NORMAL.  A request is a chunk of order-0 pages sized by virtual time
+(fault_rate x quantum), granted page by page as the kernel would: each page
+passes while free pages stay above the watermark, so a chunk can be granted
+in part.  What the fast path cannot give goes through 4.5's slow path: the
+min watermark, reserves for TIF_MEMDIE, direct reclaim of clean page cache,
+the unbounded "any progress, retry" loop, then __alloc_pages_may_oom().
+Every round costs virtual time, so a livelock advances the clock.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from workbench.kernel import gfp as GFP
+from workbench.kernel import oom_kill, vmscan
+from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
+
+if TYPE_CHECKING:
+    from workbench.kernel.core import Kernel
+
+
+def min_free_kbytes_for(lowmem_kbytes: int) -> int:
+    """init_per_zone_wmark_min(): int_sqrt(lowmem_kbytes * 16) clamped to
+    [128, 65536] kB (4.5; raised to 256 MB later)."""
+    return max(128, min(65536, math.isqrt(lowmem_kbytes * 16)))
+
+
+class Zone:
+    """ZONE_NORMAL: free pages, watermarks and where the used pages are."""
+
+    def __init__(self, k: Kernel, managed: int, min_free_kbytes: int):
+        self.k = k
+        self.managed = managed
+        self.free = managed
+        # __setup_per_zone_wmarks(), 4.5: low = min + min/4, high = min + min/2
+        self.wmark_min = min_free_kbytes // 4
+        self.wmark_low = self.wmark_min + self.wmark_min // 4
+        self.wmark_high = self.wmark_min + self.wmark_min // 2
+        self.kernel = 0        # kalloc: slab and other kernel pages
+        self.pgtables = 0      # page-table pages
+
+    def take(self, n: int, mark: int) -> int:
+        """Grant up to n order-0 pages, each while free > mark
+        (__zone_watermark_ok for order 0); mark < 0 means no watermark."""
+        grant = min(n, self.free - mark if mark >= 0 else self.free)
+        if grant <= 0:
+            return 0
+        self.free -= grant
+        return grant
+
+    def give(self, n: int) -> None:
+        self.free += n
+        if self.free > self.managed:
+            self.k.violation(f"free pages {self.free} above the zone's {self.managed}")
+            self.free = self.managed
+
+
+NO_WATERMARKS = -1
+
+
+def gfp_to_alloc_mark(zone: Zone, task: Task, gfp: int) -> tuple[int, bool]:
+    """gfp_to_alloc_flags(): the min watermark, lowered by half for
+    __GFP_HIGH and by a further quarter for atomic callers, and whether
+    ALLOC_NO_WATERMARKS is granted (TIF_MEMDIE, unless __GFP_NOMEMALLOC)."""
+    mark = zone.wmark_min
+    if GFP.high(gfp):
+        mark -= mark // 2
+    if GFP.atomic(gfp):
+        mark -= mark // 4
+    return mark, task.tif_memdie and not GFP.nomemalloc(gfp)
+
+
+async def alloc_pages(k: Kernel, task: Task, n: int, gfp: int) -> int:
+    """__alloc_pages_nodemask(): the fast path at the low watermark, then the
+    slow path for the rest.  Returns the pages granted (n, or fewer when the
+    request failed)."""
+    got = k.zone.take(n, k.zone.wmark_low)
+    if got == n:
+        return got
+    stall = k.stall_begin(task, n - got, gfp)
+    rest = 0
+    try:
+        rest = await __alloc_pages_slowpath(k, task, n - got, gfp)
+    finally:
+        k.stall_end(stall, rest == n - got)
+    return got + rest
+
+
+async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int:
+    zone = k.zone
+    got = 0
+    while True:                                       # retry:
+        mark, no_watermarks = gfp_to_alloc_mark(zone, task, gfp)
+        got += zone.take(n - got, mark)
+        if got < n and no_watermarks:
+            got += zone.take(n - got, NO_WATERMARKS)  # the reserves, once
+        if got == n:
+            return got
+        # Caller is not willing to reclaim, we can't balance anything.
+        if not GFP.can_direct_reclaim(gfp):
+            return warn_alloc_failed(k, task, got, gfp)
+        # Avoid allocations with no watermarks from looping endlessly.
+        if task.tif_memdie and not GFP.nofail(gfp):
+            return warn_alloc_failed(k, task, got, gfp)
+        progress = await vmscan.try_to_free_pages(k, task, mark + (n - got) - zone.free)
+        got += zone.take(n - got, mark)
+        if got == n:
+            return got
+        if GFP.noretry(gfp):
+            return warn_alloc_failed(k, task, got, gfp)
+        # Keep reclaiming while there is progress: 4.5 retries order-0
+        # requests without bound.  wait_iff_congested() does not sleep when no
+        # backing device is congested, and none is modelled.
+        if progress:
+            continue
+        granted, progress = await __alloc_pages_may_oom(k, task, n - got, gfp)
+        got += granted
+        if got == n:
+            return got
+        if not progress:
+            return warn_alloc_failed(k, task, got, gfp)
+
+
+async def __alloc_pages_may_oom(k: Kernel, task: Task, n: int, gfp: int) -> tuple[int, bool]:
+    """(pages granted, did_some_progress)."""
+    oom_lock = k.oom_lock
+    if not oom_lock.trylock(task):
+        # Somebody else is killing: sleep one jiffy and report progress, so the
+        # caller retries the whole slow path instead of waiting on the mutex.
+        await k.clock.sleep(task, k.jiffy_ns, TASK_UNINTERRUPTIBLE, "oom_lock")
+        return 0, True
+    try:
+        # One more try at the high watermark, only to catch a parallel kill.
+        got = k.zone.take(n, k.zone.wmark_high)
+        if got == n:
+            return got, True
+        # (PF_DUMPCORE's early exit is not reachable: core dumps are not modelled.)
+        if not GFP.nofail(gfp) and not GFP.fs_allowed(gfp):
+            return got, True            # no OOM kill for !__GFP_FS: keep looping "as per tradition"
+        await oom_kill.out_of_memory(k, task, gfp, None)
+        if GFP.nofail(gfp):
+            got += k.zone.take(n - got, NO_WATERMARKS)
+        return got, True
+    finally:
+        oom_lock.unlock(task)
+
+
+def warn_alloc_failed(k: Kernel, task: Task, got: int, gfp: int) -> int:
+    if not GFP.nowarn(gfp) and k.nopage_ratelimit.allow(k.clock.now):
+        k.log.emit("alloc_fail", pid=task.pid, tgid=task.tgid, comm=task.comm, gfp_mask=gfp,
+                   order=0, msg=f"{task.comm}: page allocation failure: order:0, mode:0x{gfp:x}")
+    return got

@@ -1,0 +1,259 @@
+"""Tasks, virtual time and sleeping (kernel/sched/, include/linux/sched.h).
+
+A simulated thread is a Trio task.  Virtual time is an integer count of
+nanoseconds kept by `Clock`: sleepers go on a timer heap keyed
+(time, sequence) and one driver task advances time when every other task is
+blocked (trio.testing.wait_all_tasks_blocked).  That is about twice as fast as
+trio.sleep under MockClock and keeps ties in FIFO order instead of Trio's
+address order (perf-baseline/README.md, "own the timer").
+
+SIGKILL is Trio cancellation: each thread runs its program inside a
+CancelScope that the signal cancels.  A TASK_KILLABLE or TASK_INTERRUPTIBLE
+wait accepts the cancellation and returns False, as the kernel's killable
+waits return -EINTR; a TASK_UNINTERRUPTIBLE wait (D state) refuses it, which
+is Trio's shield: the signal stays pending until the wait ends by itself and
+is taken at the thread's next killable wait or return to user space.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from typing import TYPE_CHECKING, Callable
+
+import trio
+import trio.testing
+from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+
+if TYPE_CHECKING:
+    from workbench.kernel.core import Kernel
+    from workbench.kernel.mm import MmStruct
+
+TASK_RUNNING = "R"
+TASK_INTERRUPTIBLE = "S"
+TASK_UNINTERRUPTIBLE = "D"
+TASK_KILLABLE = "K"          # TASK_WAKEKILL | TASK_UNINTERRUPTIBLE
+TASK_DEAD = "X"
+
+
+class Halt(Exception):
+    """Raised through a task when the run must stop at once (panic, error)."""
+
+
+class Process:
+    """A thread group: signal_struct plus what the OOM killer reads of a process."""
+
+    def __init__(self, pid: int, comm: str, *, uid: int, oom_score_adj: int,
+                 parent: Process | None, kthread: bool = False, init: bool = False,
+                 vfork: bool = False, cgroup: object = None):
+        self.pid = pid                     # tgid
+        self.comm = comm
+        self.uid = uid
+        self.oom_score_adj = oom_score_adj
+        self.parent = parent
+        self.children: list[Process] = []  # in fork order (copy_process appends)
+        self.threads: list[Task] = []
+        self.kthread = kthread             # PF_KTHREAD
+        self.init = init                   # is_global_init()
+        self.in_vfork = vfork
+        self.cgroup = cgroup
+        self.mm: MmStruct | None = None    # the mm it was created with
+        self.kalloc = 0                    # kernel pages its threads allocated (kalloc)
+        self.group_exit = False            # SIGNAL_GROUP_EXIT: SIGKILL or exit_group()
+        self.exit_code = 0
+        self.live_threads = 0
+
+    @property
+    def cap_sys_admin(self) -> bool:
+        return self.uid == 0
+
+    @property
+    def alive(self) -> bool:
+        return self.live_threads > 0
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid} {self.comm}>"
+
+
+class Task:
+    """task_struct: one simulated thread."""
+
+    def __init__(self, pid: int, process: Process, name: str, mm: MmStruct | None):
+        self.pid = pid
+        self.process = process
+        self.name = name                   # the scenario's thread name
+        self.mm = mm
+        self.active_mm: MmStruct | None = None
+        self.exiting = False               # PF_EXITING
+        self.tif_memdie = False
+        self.state = TASK_RUNNING
+        self.waiting_on = ""               # what a blocked task waits for (for reports)
+        self.wait_since = 0
+        self.trio_task: trio.lowlevel.Task | None = None
+        self.signal_scope = trio.CancelScope()
+        self.held_locks: list = []         # kernel locks to drop when a killed thread unwinds
+        self.memcg_oom: object = None      # current->memcg_in_oom: handled at the fault's end
+        self.memcg_oom_gfp = 0
+        self._rng: random.Random | None = None
+        process.threads.append(self)
+        process.live_threads += 1
+
+    comm = property(lambda self: self.process.comm)
+    tgid = property(lambda self: self.process.pid)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.process.threads[0] is self
+
+    def rng(self, k: Kernel) -> random.Random:
+        """This thread's workload randomness (sleep jitter)."""
+        if self._rng is None:
+            self._rng = k.rng(self.pid)
+        return self._rng
+
+    def fatal_signal_pending(self) -> bool:
+        """SIGKILL (or exit_group's zap) sets SIGNAL_GROUP_EXIT for the whole group."""
+        return self.process.group_exit
+
+    def __repr__(self) -> str:
+        return f"<Task {self.pid} {self.comm}/{self.name}>"
+
+
+class Clock:
+    """Integer-nanosecond virtual time on a timer heap, driven by one Trio task."""
+
+    def __init__(self, kernel: Kernel):
+        self.k = kernel
+        self.now = 0
+        self._heap: list[list] = []
+        self._seq = itertools.count()
+        self._trio_clock: trio.testing.MockClock | None = None
+
+    async def sleep(self, task: Task, ns: int, state: str, what: str = "sleep") -> bool:
+        """schedule_timeout(): True when the time passed, False when a fatal
+        signal cut a killable sleep short."""
+        entry = [self.now + ns, next(self._seq), task.trio_task, True]
+        heapq.heappush(self._heap, entry)
+
+        def cancel() -> None:
+            entry[3] = False
+        return await block(self.k, task, state, what, cancel)
+
+    async def wait_until(self, t: int) -> None:
+        """Park a helper task that is not a simulated thread (process start-up)."""
+        entry = [t, next(self._seq), current_task(), True]
+        heapq.heappush(self._heap, entry)
+        await wait_task_rescheduled(lambda _: Abort.SUCCEEDED)
+
+    def next_event(self) -> int | None:
+        heap = self._heap
+        while heap and not heap[0][3]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def advance(self, t: int) -> None:
+        if self._trio_clock is not None and t > self.now:
+            self._trio_clock.jump((t - self.now) / 1e9)
+        self.now = t
+
+    def wake_due(self) -> None:
+        heap, t = self._heap, self._heap[0][0]
+        while heap and heap[0][0] == t:
+            entry = heapq.heappop(heap)
+            if entry[3]:
+                entry[3] = False
+                reschedule(entry[2])
+
+    async def drive(self) -> None:
+        """Advance virtual time whenever every simulated task is blocked; end
+        the run at the time limit, or when nothing can ever happen again."""
+        self._trio_clock = trio.lowlevel.current_clock()  # keep trio.current_time() virtual
+        limit = self.k.limits.time_ns
+        wait_idle = trio.testing.wait_all_tasks_blocked
+        while True:
+            await wait_idle()
+            t = self.next_event()
+            if t is None:
+                # Everything waits on something nobody will do: a deadlock, or
+                # the end of the workload.  Blocked threads are measured to the limit.
+                self.advance(limit if self.k.has_blocked_threads() else self.now)
+                break
+            if t > limit:
+                self.advance(limit)
+                break
+            self.advance(t)
+            self.wake_due()
+        self.k.finish("time limit" if self.now >= limit else "idle")
+
+
+async def block(k: Kernel, task: Task, state: str, what: str,
+                on_abort: Callable[[], None]) -> bool:
+    """Park the current Trio task until someone reschedules it.
+
+    Returns True when woken, False when SIGKILL interrupted a killable wait
+    (on_abort has then taken the task off whatever it waited on)."""
+    def abort(_raise_cancel: object) -> Abort:
+        if state == TASK_UNINTERRUPTIBLE and not k.halting:
+            # D state: the signal waits for the wait to end.  Trio asks only
+            # once per wait, so the end of the run must wake it (Kernel.halt).
+            k.refused_aborts[task] = on_abort
+            return Abort.FAILED
+        on_abort()
+        return Abort.SUCCEEDED
+
+    task.state, task.waiting_on, task.wait_since = state, what, k.clock.now
+    try:
+        await wait_task_rescheduled(abort)
+    except trio.Cancelled:
+        if k.halting:
+            raise
+        return False
+    finally:
+        task.state, task.waiting_on = TASK_RUNNING, ""
+        k.refused_aborts.pop(task, None)
+    return True
+
+
+class WaitQueue:
+    """wait_queue_head_t: FIFO waiters, woken explicitly."""
+
+    __slots__ = ("k", "_waiters")
+
+    def __init__(self, k: Kernel):
+        self.k = k
+        self._waiters: deque = deque()
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    async def wait(self, task: Task, state: str, what: str, token: object = None) -> bool:
+        """Sleep until woken; token is handed back by wake_up_first()."""
+        item = (task, token)
+        self._waiters.append(item)
+
+        def dequeue() -> None:
+            self._waiters.remove(item)
+        return await block(self.k, task, state, what, dequeue)
+
+    def first(self) -> tuple[Task, object] | None:
+        return self._waiters[0] if self._waiters else None
+
+    def wake_up_first(self) -> tuple[Task, object]:
+        item = self._waiters.popleft()
+        reschedule(item[0].trio_task)
+        return item
+
+    def wake_up_all(self) -> None:
+        while self._waiters:
+            self.wake_up_first()
+
+    def wake_up_matching(self, match: Callable[[object], bool]) -> None:
+        """Wake the waiters whose token matches (a custom wake function)."""
+        for item in [w for w in self._waiters if match(w[1])]:
+            self._waiters.remove(item)
+            reschedule(item[0].trio_task)

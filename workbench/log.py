@@ -1,0 +1,119 @@
+"""The event log of one run (DESIGN.md §6): JSON lines through structlog.
+
+Keys are sorted and times are virtual, so the same config and seed give a
+byte-identical file.  The vocabulary is closed: `EVENTS` lists every event
+name with what it records (docs/events.md is generated from it).  An event
+carries `msg` only where the modelled kernel printed a line, worded as 4.5
+worded it.  Lines are written through orjson into a buffered file that is not
+flushed per line (perf-baseline/README.md §4); the run writes `.jsonl.tmp`
+and renames it once its summary is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import orjson
+import structlog
+
+SCHEMA_VERSION = 1
+
+EVENTS: dict[str, str] = {
+    "header": "First line: schema version, resolved config, package versions, plugins.",
+    "fork": "A process started: pid, comm, ppid, uid, oom_score_adj, mm, cgroup, threads.",
+    "exit": "A thread finished do_exit(): pid, tgid, thread, killed (SIGKILL was pending).",
+    "alloc_stall": "An allocation chunk left the slow path: since, stall_s, pages, gfp_mask, "
+                   "result ok | failed | open (still stalled when the run ended).",
+    "alloc_fail": "The allocator failed a request (warn_alloc_failed's line).",
+    "out_of_memory": "out_of_memory() ran: constraint, result shortcut | abort | kill | panic.",
+    "oom_header": "dump_header(): the 'invoked oom-killer' line.",
+    "oom_cpuset": "dump_header(): the cpuset line.",
+    "oom_meminfo": "dump_header(): the zone's free pages and watermarks (show_mem), no msg.",
+    "oom_dump_tasks": "dump_tasks(): the table's header row.",
+    "oom_dump_task": "dump_tasks(): one row per process with an mm.",
+    "select_victim": "oom_kill_process(): 'Kill process ... score ... or sacrifice child'.",
+    "kill": "The OOM victim was sent SIGKILL: 'Killed process ...' with its rss.",
+    "kill_sharer": "A process sharing the victim's mm was sent SIGKILL.",
+    "mark_victim": "TIF_MEMDIE set on a thread (via kill | shortcut | exiting).",
+    "exit_oom_victim": "TIF_MEMDIE cleared as the thread passed exit_mm().",
+    "panic": "The kernel panicked; the run ends.",
+    "reaper_skip": "The mm was not offered to the reaper: a sharer was not killed.",
+    "reaper_queued": "wake_oom_reaper() queued the mm.",
+    "reaper_dropped": "wake_oom_reaper() found no room: the mm was dropped.",
+    "reap_attempt": "One down_read_trylock(mmap_sem) by the reaper: result locked | contended.",
+    "reap_exit_race": "The reaper found mm_users at 0: the exit got there first.",
+    "reap_done": "The reaper unmapped the mm: reaped_kb and the rss left.",
+    "reap_give_up": "The reaper gave up after its last attempt.",
+    "exit_mmap": "An address space was torn down: freed_kb, in whose context.",
+    "lock_wait": "A thread waited for a lock: lock, since, wait_s, result.",
+    "segv": "A fault outside its VMA: the process gets SIGSEGV.",
+    "task_state": "At the end of the run, one line per live thread: state, waiting_on, since.",
+    "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
+    "memcg_oom": "A memcg hit its limit in a page fault and entered memcg OOM.",
+    "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",
+    "invariant": "A kernel invariant was violated (outcome error).",
+    "error": "A policy raised or answered wrongly (outcome error).",
+    "summary": "Last line: outcome and metrics (DESIGN.md §7).",
+}
+
+
+class _JsonLinesFile:
+    """A structlog logger that writes rendered lines without flushing each."""
+
+    def __init__(self, f: BinaryIO):
+        self._write = f.write
+
+    def msg(self, line: bytes) -> None:
+        self._write(line + b"\n")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+class EventLog:
+    """Writes one run's events; `observers` see each event dict before it
+    is rendered (the metrics reducer)."""
+
+    def __init__(self, path: Path, identity: dict[str, Any], now_ns: Callable[[], int],
+                 observers: list[Callable[[dict], None]]):
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.tmp, "wb", buffering=1 << 16)
+        self.enabled = True
+
+        def add_time(_logger: Any, _method: str, event: dict) -> dict:
+            event["t"] = now_ns() / 1e9
+            return event
+
+        def observe(_logger: Any, _method: str, event: dict) -> dict:
+            for observer in observers:
+                observer(event)
+            return event
+
+        self._log = structlog.wrap_logger(
+            _JsonLinesFile(self._file),
+            processors=[add_time, observe,
+                        structlog.processors.JSONRenderer(serializer=orjson.dumps,
+                                                          option=orjson.OPT_SORT_KEYS)],
+            wrapper_class=structlog.BoundLogger,
+        ).bind(**identity)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.enabled:
+            if event not in EVENTS:
+                raise ValueError(f"event {event!r} is not in the vocabulary (workbench/log.py)")
+            self._log.msg(event, **fields)
+
+    def commit(self) -> None:
+        """Close the file and give it its final name (after the summary)."""
+        self.enabled = False
+        self._file.close()
+        os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        self.enabled = False
+        self._file.close()

@@ -1,0 +1,196 @@
+"""Outcomes and metrics (DESIGN.md §7), computed from the event log alone.
+
+`Metrics` is fed every event of a run, in order, and returns the summary.
+The run itself feeds it as it logs, so the summary it writes is exactly what
+a report recomputes later from the file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+OUTCOMES = ("error", "panic", "lockup", "hang", "recovered", "no-oom")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.stall_limit = math.inf
+        self.expect: dict[str, Any] | None = None
+        self.oom_invocations = 0
+        self.first_oom: float | None = None
+        self.kills = 0
+        self.killed: list[str] = []
+        self.killed_sharers: list[str] = []
+        self.killed_tgids: dict[int, None] = {}
+        self.stalls: list[tuple[float, float]] = []   # (since, end); end inf when open
+        self.max_stall = 0.0
+        self.reaped_kb = 0
+        self.reap_attempts = 0
+        self.reap_failures = 0
+        self.reaper_dropped = 0
+        self.exit_freed_kb = 0
+        self.invariant_violations = 0
+        self.panicked = False
+        self.errors: list[str] = []
+        self.waits: list[tuple[int, float]] = []       # (tgid, wait_s) of lock waits
+        self.memcg_stalls: dict[str, list[float]] = {}
+        self.end = 0.0
+        self._handlers = {name[3:]: getattr(self, name) for name in dir(self)
+                          if name.startswith("on_")}
+
+    def feed(self, event: dict) -> None:
+        self.end = event["t"]
+        handler = self._handlers.get(event["event"])
+        if handler is not None:
+            handler(event)
+
+    # -- handlers ---------------------------------------------------------------
+
+    def on_header(self, e: dict) -> None:
+        self.stall_limit = e["config"]["limits"]["stall_s"]
+        self.expect = e["config"].get("expect")
+        for cg in e["config"]["scenario"].get("cgroups", []):
+            self.memcg_stalls[cg["name"]] = []
+
+    def on_out_of_memory(self, e: dict) -> None:
+        self.oom_invocations += 1
+        if self.first_oom is None:
+            self.first_oom = e["t"]
+
+    def on_kill(self, e: dict) -> None:
+        self.kills += 1
+        self.killed.append(e["comm"])
+        self.killed_tgids[e["tgid"]] = None
+
+    def on_kill_sharer(self, e: dict) -> None:
+        self.killed_sharers.append(e["comm"])
+        self.killed_tgids[e["tgid"]] = None
+
+    def on_alloc_stall(self, e: dict) -> None:
+        end = math.inf if e["result"] == "open" else e["t"]
+        self.stalls.append((e["since"], end))
+        self.max_stall = max(self.max_stall, e["stall_s"])
+        if e.get("memcg") in self.memcg_stalls:
+            self.memcg_stalls[e["memcg"]].append(e["stall_s"])
+
+    def on_reap_attempt(self, e: dict) -> None:
+        self.reap_attempts += 1
+
+    def on_reap_done(self, e: dict) -> None:
+        self.reaped_kb += e["reaped_kb"]
+
+    def on_reap_give_up(self, e: dict) -> None:
+        self.reap_failures += 1
+
+    def on_reaper_dropped(self, e: dict) -> None:
+        self.reaper_dropped += 1
+
+    def on_exit_mmap(self, e: dict) -> None:
+        self.exit_freed_kb += e["freed_kb"]
+
+    def on_lock_wait(self, e: dict) -> None:
+        self.waits.append((e["tgid"], e["wait_s"]))
+
+    def on_invariant(self, e: dict) -> None:
+        self.invariant_violations += 1
+
+    def on_error(self, e: dict) -> None:
+        self.errors.append(e["problem"])
+
+    def on_panic(self, e: dict) -> None:
+        self.panicked = True
+
+    # -- results ----------------------------------------------------------------
+
+    def recovery_s(self) -> float | None:
+        """First OOM invocation to the first moment after it when no
+        allocation is stalled; None if that moment never came."""
+        if self.first_oom is None:
+            return None
+        covered_until = self.first_oom
+        for since, end in sorted(self.stalls):
+            if since > covered_until:
+                break
+            covered_until = max(covered_until, end)
+        if covered_until == math.inf:
+            return None
+        return round(covered_until - self.first_oom, 9)
+
+    def outcome(self) -> str:
+        if self.errors or self.invariant_violations:
+            return "error"
+        if self.panicked:
+            return "panic"
+        if self.max_stall >= self.stall_limit:
+            return "lockup"
+        if any(wait >= self.stall_limit and tgid not in self.killed_tgids
+               for tgid, wait in self.waits):
+            return "hang"
+        return "recovered" if self.oom_invocations else "no-oom"
+
+    def cgroups(self) -> dict[str, dict[str, Any]]:
+        """Per memory cgroup whose charges stalled: its worst stall, and
+        whether it recovered (no stall reached limits.stall)."""
+        out = {}
+        for name, stalls in self.memcg_stalls.items():
+            if stalls:
+                worst = max(stalls)
+                out[name] = {"max_stall_s": worst,
+                             "outcome": "lockup" if worst >= self.stall_limit else "recovered"}
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        s: dict[str, Any] = {
+            "outcome": self.outcome(),
+            "oom_invocations": self.oom_invocations,
+            "kills": self.kills,
+            "killed": self.killed,
+            "killed_sharers": self.killed_sharers,
+            "first_oom_s": self.first_oom,
+            "recovery_s": self.recovery_s(),
+            "max_stall_s": self.max_stall,
+            "reaped_kb": self.reaped_kb,
+            "reap_attempts": self.reap_attempts,
+            "reap_failures": self.reap_failures,
+            "reaper_dropped": self.reaper_dropped,
+            "exit_freed_kb": self.exit_freed_kb,
+            "invariant_violations": self.invariant_violations,
+            "cgroups": self.cgroups(),
+            "errors": self.errors,
+            "end_s": self.end,
+        }
+        s["expect_failed"] = check_expect(self.expect, s) if self.expect else []
+        return s
+
+
+def check_expect(expect: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """Each expectation that the summary does not meet, as a short sentence."""
+    failed = []
+    for key, want in expect.items():
+        if key == "cgroups":
+            for name, cg_want in want.items():
+                got = summary["cgroups"].get(name, {"outcome": "recovered", "max_stall_s": 0.0})
+                failed += [f"cgroup {name}: {f}" for f in check_expect(cg_want, got)]
+            continue
+        got = summary.get(key)
+        if key == "outcome":
+            if got not in want:
+                failed.append(f"outcome {got}, expected {' or '.join(want)}")
+        elif isinstance(want, dict):                      # { min, max }
+            lo, hi = want.get("min"), want.get("max")
+            if got is None or (lo is not None and got < lo) or (hi is not None and got > hi):
+                failed.append(f"{key} {got}, expected {_range(lo, hi)}")
+        elif got != want:
+            failed.append(f"{key} {got}, expected {want}")
+    return failed
+
+
+def _range(lo: float | None, hi: float | None) -> str:
+    if lo == hi:
+        return f"{lo:g}"
+    if lo is None:
+        return f"at most {hi:g}"
+    if hi is None:
+        return f"at least {lo:g}"
+    return f"{lo:g}..{hi:g}"

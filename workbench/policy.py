@@ -1,0 +1,117 @@
+"""What policy plugins exchange with the simulated kernel.
+
+A policy is a class with a `name`, a docstring (shown by `workbench plugins`),
+an optional pydantic `Options` model for its `[arm.options.*]` table, and
+hook implementations (workbench/hookspecs.py) as methods.  The workbench
+makes one instance per run and registers it with that run's plugin manager,
+so a policy may keep per-run state (the reaper's queue) on self.
+
+Plugins read kernel objects (tasks, processes, mm_structs, VMAs) and must not
+change them: the kernel carries out every decision itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Iterator
+
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from workbench.kernel.memcontrol import MemCgroup
+    from workbench.kernel.mm import MmStruct, Vma
+    from workbench.kernel.sched import Process, Task
+
+hookimpl = pluggy.HookimplMarker("workbench")
+
+CONCERNS = ("victim", "reaper", "vma_filter")
+
+
+class NoOptions(BaseModel):
+    """A policy without options: any key in its options table is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Policy:
+    """Base for policy classes (subclassing it is optional)."""
+
+    name: ClassVar[str]
+    concern: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel, machine: object):
+        self.options = options
+        self.machine = machine
+
+
+# -- victim selection -------------------------------------------------------------
+
+class _Abort:
+    def __repr__(self) -> str:
+        return "ABORT"
+
+
+ABORT = _Abort()
+"""select_bad_process()'s (struct task_struct *)-1UL: a victim is pending, kill nothing."""
+
+
+@dataclass(frozen=True)
+class Victim:
+    """A chosen task and its badness (oom_badness() points, in pages)."""
+
+    task: Task
+    points: int
+
+
+@dataclass
+class OomControl:
+    """struct oom_control plus what a victim selector may read of the kernel."""
+
+    current: Task
+    gfp_mask: int
+    order: int
+    totalpages: int
+    memcg: MemCgroup | None
+    _kernel: object
+
+    def threads(self) -> Iterator[Task]:
+        """for_each_process_thread(): every live thread, processes in pid order."""
+        return self._kernel.for_each_thread()
+
+    def processes(self) -> Iterator[Process]:
+        """for_each_process()."""
+        return self._kernel.for_each_process()
+
+    def in_scope(self, task: Task) -> bool:
+        """False for a task outside the memcg being scanned (oom_unkillable_task)."""
+        return self.memcg is None or task.process.cgroup is self.memcg
+
+
+# -- the OOM reaper -------------------------------------------------------------------
+
+@dataclass
+class ReapWork:
+    """One mm handed to the OOM reaper, with the victim it was queued for."""
+
+    mm: MmStruct
+    task: Task
+
+
+@dataclass(frozen=True)
+class Retry:
+    """After a failed reap attempt: sleep this long, then try again or give up."""
+
+    sleep_ns: int
+    again: bool
+
+
+# -- the VMA filter ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ZapDetails:
+    """struct zap_details as the seed extends it (mm/memory.c)."""
+
+    ignore_dirty: bool = True           # leave file pages with a dirty pte alone
+    check_swap_entries: bool = True     # free swap entries too

@@ -1,0 +1,150 @@
+"""Running one (scenario, arm, seed) - and many of them, in parallel processes.
+
+A run is a pure function of its config and seed: Trio's scheduler is made
+deterministic and seeded (its private switch; trio is pinned for it), every
+workload random number comes from the seed, and the log holds no wall-clock
+value.  The log is written as .jsonl.tmp and renamed once the summary is in.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import trio
+import trio.testing
+from trio._core import _run as trio_run_module
+
+from workbench.experiment import ArmSpec, Experiment
+from workbench.kernel.core import Kernel
+from workbench.log import SCHEMA_VERSION, EventLog
+from workbench.metrics import Metrics
+from workbench.plugin import PolicyError, RunPolicies, package_versions
+from workbench.units import kb, seconds
+from workbench.workload.spec import ScenarioSpec
+
+
+@dataclass(frozen=True)
+class RunResult:
+    scenario: str
+    arm: str
+    seed: int
+    path: Path
+    summary: dict[str, Any]
+    wall_s: float
+
+
+def deterministic_scheduling(seed: int) -> None:
+    """Make Trio's run loop order a pure function of the seed: batches are
+    sorted by spawn order and shuffled by the seeded generator
+    (perf-baseline/README.md §5)."""
+    trio_run_module._ALLOW_DETERMINISTIC_SCHEDULING = True
+    trio_run_module._r.seed(seed)
+
+
+def log_path(out: Path, scenario: str, arm: str, seed: int) -> Path:
+    return out / scenario / arm / f"seed-{seed}.jsonl"
+
+
+def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
+            plugins_desc: list[dict[str, str]],
+            instruments: Iterable[trio.abc.Instrument] = ()) -> RunResult:
+    started = time.perf_counter()
+    path = log_path(out, scenario.name, arm.name, seed)
+    metrics = Metrics()
+    clock_ns: list[Callable[[], int]] = [lambda: 0]
+    log = EventLog(path, {"arm": arm.name, "scenario": scenario.name, "seed": seed},
+                   lambda: clock_ns[0](), [metrics.feed])
+    try:
+        summary = _simulate(scenario, arm, seed, log, clock_ns, plugins_desc, metrics,
+                            instruments)
+    except BaseException:
+        log.abandon()
+        raise
+    log.enabled = True
+    log.emit("summary", **summary)
+    log.commit()
+    return RunResult(scenario.name, arm.name, seed, path, summary,
+                     time.perf_counter() - started)
+
+
+def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
+              clock_ns: list, plugins_desc: list, metrics: Metrics,
+              instruments: Iterable[trio.abc.Instrument]) -> dict[str, Any]:
+    config = {"scenario": scenario.to_json(), "machine": asdict(scenario.machine),
+              "limits": {"time_s": seconds(scenario.limits.time_ns),
+                         "stall_s": seconds(scenario.limits.stall_ns)},
+              "arm": arm.to_json(), "expect": scenario.expect.get(arm.name)}
+    header = {"schema": SCHEMA_VERSION, "versions": package_versions(),
+              "plugins": plugins_desc, "python": sys.version.split()[0]}
+    try:
+        kernel = Kernel(scenario, RunPolicies(arm.instantiate(scenario.machine)), seed, log)
+    except PolicyError as e:
+        log.emit("header", config=config, **header)
+        log.emit("error", policy=e.policy, hook=e.hook, problem=str(e))
+        return metrics.summary()
+    zone = kernel.zone
+    config["zone"] = {"managed_kb": kb(zone.managed), "min_kb": kb(zone.wmark_min),
+                      "low_kb": kb(zone.wmark_low), "high_kb": kb(zone.wmark_high)}
+    clock_ns[0] = lambda: kernel.clock.now
+    log.emit("header", config=config, **header)
+    deterministic_scheduling(seed)
+    gc.collect()
+    gc.freeze()                 # the run creates little cyclic garbage (perf-baseline §GC)
+    try:
+        trio.run(kernel.main, clock=trio.testing.MockClock(), instruments=list(instruments))
+    finally:
+        gc.unfreeze()
+    return metrics.summary()
+
+
+def _job(args: tuple) -> RunResult:
+    return run_one(*args)
+
+
+def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
+            seeds: list[int], out: Path, plugins_desc: list[dict[str, str]], jobs: int,
+            on_result: Callable[[RunResult], None]) -> list[RunResult]:
+    """Every scenario x arm x seed; results come back in that order."""
+    todo = [(s, a, seed, out, plugins_desc) for s in scenarios for a in arms for seed in seeds]
+    started = time.time()
+    results: list[RunResult] = []
+    try:
+        if jobs <= 1:
+            for args in todo:
+                results.append(_job(args))
+                on_result(results[-1])
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                for result in pool.map(_job, todo):
+                    results.append(result)
+                    on_result(result)
+    finally:
+        write_manifest(exp, out, results, started, len(todo))
+    return results
+
+
+def write_manifest(exp: Experiment, out: Path, results: list[RunResult], started: float,
+                   planned: int) -> None:
+    """Wall-clock times and versions of the whole invocation (never in a run's log)."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "config": str(exp.path), "title": exp.title, "argv": sys.argv[1:],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_s": round(time.time() - started, 3), "versions": package_versions(),
+        "python": sys.version.split()[0], "planned_runs": planned,
+        "runs": [{"scenario": r.scenario, "arm": r.arm, "seed": r.seed,
+                  "log": os.path.relpath(r.path, out), "outcome": r.summary["outcome"],
+                  "expect_failed": r.summary["expect_failed"], "wall_s": round(r.wall_s, 3)}
+                 for r in results],
+    }
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out / "manifest.json")

@@ -1,0 +1,1 @@
+"""The scenario language: simulated threads running step programs."""

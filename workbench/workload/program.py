@@ -1,0 +1,200 @@
+"""The step language at run time: what a simulated thread does (DESIGN.md §5).
+
+Each step is a system call or a stretch of kernel code run by the thread:
+`alloc` page faults, `kalloc`/`kfree` kernel memory, `free` munmap, `lock` and
+`mmap_lock` kernel locks held across steps, `sleep`, `repeat`, `exit`
+(exit_group).  Between steps the thread returns to user space, where a
+pending fatal signal ends its program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from workbench.kernel import memcontrol, memory, mmap, page_alloc, signal
+from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_UNINTERRUPTIBLE,
+                                    Task)
+from workbench.units import format_duration
+
+if TYPE_CHECKING:
+    from workbench.kernel.core import Kernel
+
+WAIT_STATES = {"interruptible": TASK_INTERRUPTIBLE, "killable": TASK_KILLABLE,
+               "uninterruptible": TASK_UNINTERRUPTIBLE}
+
+
+async def run(k: Kernel, task: Task, steps: tuple) -> None:
+    for step in steps:
+        if task.fatal_signal_pending():
+            return
+        await step.run(k, task)
+
+
+@dataclass(frozen=True)
+class Alloc:
+    pages: int
+    vma: str
+    gfp: int
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        await memory.fault_in(k, task, task.mm.vma(self.vma), self.pages, self.gfp)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alloc_pages": self.pages, "vma": self.vma, "gfp_mask": self.gfp}
+
+
+@dataclass(frozen=True)
+class Kalloc:
+    pages: int
+    gfp: int
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        """Kernel memory (slab, page cache) in chunks; a chunk the allocator or
+        the memcg refuses fails the step with -ENOMEM and the thread goes on."""
+        memcg = task.process.cgroup
+        remaining = self.pages
+        while remaining and not task.fatal_signal_pending():
+            n = min(remaining, k.fault_chunk)
+            got = await page_alloc.alloc_pages(k, task, n, self.gfp)
+            charged = await memcontrol.try_charge(k, task, memcg, got, self.gfp, may_oom=False)
+            k.zone.give(got - charged)
+            k.zone.kernel += charged
+            task.process.kalloc += charged
+            if charged:
+                await k.clock.sleep(task, k.machine.cost_ns(charged, k.machine.fault_rate),
+                                    TASK_UNINTERRUPTIBLE, "kalloc")
+            if charged < n:
+                return                                      # -ENOMEM
+            remaining -= n
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kalloc_pages": self.pages, "gfp_mask": self.gfp}
+
+
+@dataclass(frozen=True)
+class Kfree:
+    pages: int
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        n = min(self.pages, task.process.kalloc)
+        task.process.kalloc -= n
+        k.zone.kernel -= n
+        k.zone.give(n)
+        memcontrol.uncharge(k, task.process.cgroup, n)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kfree_pages": self.pages}
+
+
+@dataclass(frozen=True)
+class Free:
+    pages: int
+    vma: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        await mmap.do_munmap(k, task, task.mm.vma(self.vma), self.pages)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"free_pages": self.pages, "vma": self.vma}
+
+
+@dataclass(frozen=True)
+class Lock:
+    name: str
+    mode: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        mutex = k.mutex(self.name)
+        if await mutex.lock(task, WAIT_STATES[self.mode]):
+            task.held_locks.append(mutex)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lock": self.name, "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class Unlock:
+    name: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        mutex = k.mutex(self.name)
+        if mutex in task.held_locks:
+            task.held_locks.remove(mutex)
+        mutex.unlock(task)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"unlock": self.name}
+
+
+@dataclass(frozen=True)
+class MmapLock:
+    write: bool
+    mode: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        sem = task.mm.mmap_sem
+        take = sem.down_write if self.write else sem.down_read
+        if await take(task, WAIT_STATES[self.mode]):
+            task.held_locks.append(sem)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mmap_lock": "write" if self.write else "read", "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class MmapUnlock:
+    async def run(self, k: Kernel, task: Task) -> None:
+        sem = task.mm.mmap_sem
+        task.held_locks.remove(sem)
+        if sem.writer is task:
+            sem.up_write(task)
+        else:
+            sem.up_read()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mmap_unlock": True}
+
+
+@dataclass(frozen=True)
+class Sleep:
+    ns: int
+    mode: str
+    jitter_ns: int
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        ns = self.ns
+        if self.jitter_ns:
+            ns += task.rng(k).randint(0, self.jitter_ns)
+        await k.clock.sleep(task, ns, WAIT_STATES[self.mode], "sleep")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sleep": format_duration(self.ns), "mode": self.mode,
+                "jitter": format_duration(self.jitter_ns)}
+
+
+@dataclass(frozen=True)
+class Repeat:
+    times: int | None            # None: for ever
+    body: tuple
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        done = 0
+        while (self.times is None or done < self.times) and not task.fatal_signal_pending():
+            await run(k, task, self.body)
+            done += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repeat": self.times if self.times is not None else "forever",
+                "do": [s.to_json() for s in self.body]}
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        signal.group_exit(k, task.process, self.code)     # exit_group()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"exit": self.code}

@@ -1,0 +1,344 @@
+"""Resolving a validated scenario file into a ScenarioSpec.
+
+Checks what a schema cannot: names that must refer to something, counts
+expanded into concrete processes, sizes and durations in the machine's units,
+lock use that balances, memory that fits.  Every problem is appended as
+"FILE: key.path: message"; nothing stops at the first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workbench import config as C
+from workbench.units import PAGE_SIZE, pages
+from workbench.workload import program as P
+from workbench.workload.spec import (CgroupSpec, LimitsSpec, MachineSpec, ProcessSpec,
+                                     ScenarioSpec, ThreadSpec, VmaSpec)
+
+COMM_LEN = 15                 # TASK_COMM_LEN - 1
+
+
+class Problems:
+    """Collects problem lines for one file."""
+
+    def __init__(self, where: str, sink: list[str], prefix: str = ""):
+        self.where = where
+        self.sink = sink
+        self.prefix = prefix            # "scenario[2]." for a scenario inline in the experiment
+
+    def __call__(self, path: str, message: str) -> None:
+        self.sink.append(f"{self.where}: {self.prefix}{path}: {message}")
+
+
+def merge(default: C.MachinePatch | C.LimitsPatch, *patches: Any) -> dict[str, Any]:
+    fields = type(default).model_fields
+    out = {name: getattr(default, name) for name in fields}
+    for patch in patches:
+        out.update({name: getattr(patch, name) for name in fields
+                    if getattr(patch, name) is not None})
+    return out
+
+
+def resolve_machine(values: dict[str, Any], problem: Problems) -> MachineSpec:
+    hz = values["hz"]
+    min_free = values["min_free"]
+    min_free_kb = None if min_free == "auto" else min_free // 1024
+    if min_free_kb is not None and min_free >= values["memory"]:
+        problem("machine.min_free", "expected less than machine.memory")
+    spec = MachineSpec(
+        memory=values["memory"], hz=hz, min_free_kbytes=min_free_kb,
+        fault_rate=values["fault_rate"], exit_rate=values["exit_rate"],
+        reap_rate=values["reap_rate"], reclaim_rate=values["reclaim_rate"],
+        reclaim_round_ns=values["reclaim_round"].to_ns(hz),
+        quantum_ns=values["quantum"].to_ns(hz))
+    if spec.reclaim_round_ns <= 0:
+        problem("machine.reclaim_round", "expected a duration of more than 0")
+    if spec.quantum_ns <= 0:
+        problem("machine.quantum", "expected a duration of more than 0")
+    return spec
+
+
+def resolve_limits(values: dict[str, Any], hz: int, problem: Problems) -> LimitsSpec:
+    spec = LimitsSpec(time_ns=values["time"].to_ns(hz), stall_ns=values["stall"].to_ns(hz))
+    if spec.time_ns <= 0:
+        problem("limits.time", "expected a duration of more than 0")
+    if spec.stall_ns <= 0:
+        problem("limits.stall", "expected a duration of more than 0")
+    return spec
+
+
+def resolve_scenario(model: C.Scenario, source: str, where: str, experiment: C.ExperimentFile,
+                     problems: list[str], prefix: str = "") -> ScenarioSpec:
+    problem = Problems(where, problems, prefix)
+    machine = resolve_machine(merge(C.MACHINE_DEFAULTS, experiment.machine, model.machine),
+                              problem)
+    limits = resolve_limits(merge(C.LIMITS_DEFAULTS, experiment.limits, model.limits),
+                            machine.hz, problem)
+    cgroups = _cgroups(model, problem)
+    resolver = _Processes(model, machine, {c.name for c in cgroups}, problem)
+    processes = resolver.resolve()
+    _check_memory_fits(processes, machine, problem)
+    expect = {arm: _expect(e, f"expect.{arm}", resolver.names, {c.name for c in cgroups},
+                           problem) for arm, e in model.expect.items()}
+    return ScenarioSpec(model.name, model.description, source, machine, limits, cgroups,
+                        processes, expect)
+
+
+def _cgroups(model: C.Scenario, problem: Problems) -> tuple[CgroupSpec, ...]:
+    out, seen = [], set()
+    for i, cg in enumerate(model.cgroup):
+        if cg.name in seen:
+            problem(f"cgroup[{i}].name", f"cgroup {cg.name!r} is defined twice")
+        seen.add(cg.name)
+        if cg.memory_max < PAGE_SIZE:
+            problem(f"cgroup[{i}].memory_max", "expected at least one page (4KiB)")
+        out.append(CgroupSpec(cg.name, cg.memory_max // PAGE_SIZE))
+    return tuple(out)
+
+
+def _check_memory_fits(processes: tuple[ProcessSpec, ...], machine: MachineSpec,
+                       problem: Problems) -> None:
+    resident = sum(v.resident for p in processes for v in p.vmas)
+    hugetlb = sum(v.size for p in processes for v in p.vmas if v.kind == "hugetlb")
+    if (resident + hugetlb) * PAGE_SIZE > machine.memory:
+        problem("process", "the VMAs' resident memory and hugetlb pools exceed machine.memory")
+
+
+def _expect(e: C.Expect, path: str, names: set[str], cgroups: set[str],
+            problem: Problems) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in e.model_dump(exclude_none=True).items():
+        if key in ("killed", "killed_sharers"):
+            for j, name in enumerate(value):
+                if name not in names:
+                    problem(f"{path}.{key}[{j}]", f"no process named {name!r}")
+            out[key] = value
+        elif key == "outcome":
+            out[key] = list(value)
+        elif key == "cgroups":
+            cg_out: dict[str, Any] = {}
+            for name, cg in value.items():
+                if name not in cgroups:
+                    problem(f"{path}.cgroups.{name}", f"no cgroup named {name!r}")
+                cg_out[name] = {}
+                if "outcome" in cg:
+                    cg_out[name]["outcome"] = [cg["outcome"]]
+                if "max_stall_s" in cg:
+                    cg_out[name]["max_stall_s"] = _range(cg["max_stall_s"])
+            out[key] = cg_out
+        else:
+            out[key] = _range(value)
+    return out
+
+
+def _range(value: tuple) -> dict[str, float | None]:
+    return {"min": value[0], "max": value[1]}
+
+
+class _Processes:
+    """Expands and checks [[process]] tables."""
+
+    def __init__(self, model: C.Scenario, machine: MachineSpec, cgroups: set[str],
+                 problem: Problems):
+        self.model = model
+        self.machine = machine
+        self.cgroups = cgroups
+        self.problem = problem
+        # concrete name -> (table index, model)
+        self.entries: list[tuple[str, int, C.Process]] = []
+        for i, p in enumerate(model.process):
+            names = [p.name] if p.count is None else [f"{p.name}-{j}" for j in range(p.count)]
+            for name in names:
+                self.entries.append((name, i, p))
+        self.names = {name for name, _, _ in self.entries}
+        self.by_name = {name: p for name, _, p in self.entries}
+
+    def resolve(self) -> tuple[ProcessSpec, ...]:
+        seen: set[str] = set()
+        out = []
+        for name, i, p in self.entries:
+            where = f"process[{i}]"
+            if len(name) > COMM_LEN:
+                self.problem(f"{where}.name", f"{name!r} is longer than {COMM_LEN} characters "
+                                              f"(the kernel's comm)")
+            if name in seen:
+                self.problem(f"{where}.name", f"process {name!r} is defined twice")
+            seen.add(name)
+            out.append(self._process(name, where, p))
+        if sum(p.init for _, _, p in self.entries) > 1:
+            self.problem("process", "more than one process has init = true")
+        self._check_sharing_cycles()
+        return tuple(out)
+
+    def _process(self, name: str, where: str, p: C.Process) -> ProcessSpec:
+        problem = self.problem
+        hz = self.machine.hz
+        for key in ("parent", "shares_mm_with"):
+            ref = getattr(p, key)
+            if ref is not None and ref not in self.names and not (key == "shares_mm_with"
+                                                                 and ref == "init"):
+                problem(f"{where}.{key}", f"no process named {ref!r}")
+            if ref == name:
+                problem(f"{where}.{key}", "a process cannot name itself")
+        if p.cgroup is not None and p.cgroup not in self.cgroups:
+            problem(f"{where}.cgroup", f"no cgroup named {p.cgroup!r}")
+        if p.vfork and p.parent is None:
+            problem(f"{where}.vfork", "a vfork child needs a parent")
+        if p.vfork and p.shares_mm_with not in (None, p.parent):
+            problem(f"{where}.shares_mm_with", "a vfork child shares its parent's mm")
+        shares = p.parent if p.vfork else p.shares_mm_with
+        if (shares or p.kthread) and p.vma:
+            problem(f"{where}.vma", "a process that uses another's mm, or a kthread, has no "
+                                    "VMAs of its own")
+        if p.init and (p.kthread or p.parent or shares or p.start.ns or p.start.jiffies):
+            problem(f"{where}.init", "init starts at 0s with its own mm and no parent")
+        vmas = self._vmas(where, p)
+        vma_names = self._mm_vmas(p, shares)
+        threads = []
+        thread_names: set[str] = set()
+        for j, t in enumerate(p.thread):
+            if t.name in thread_names:
+                problem(f"{where}.thread[{j}].name", f"thread {t.name!r} is defined twice")
+            thread_names.add(t.name)
+            steps = _Steps(self.machine, vma_names, has_mm=bool(shares) or not p.kthread,
+                           problem=problem)
+            program = steps.resolve(t.program, f"{where}.thread[{j}].program")
+            threads.append(ThreadSpec(t.name, program))
+        return ProcessSpec(
+            name=name, start_ns=p.start.to_ns(hz), start_jitter_ns=p.start_jitter.to_ns(hz),
+            uid=p.uid, oom_score_adj=p.oom_score_adj, parent=p.parent, cgroup=p.cgroup,
+            kthread=p.kthread, init=p.init, shares_mm_with=shares, vfork=p.vfork,
+            vmas=vmas, threads=tuple(threads))
+
+    def _vmas(self, where: str, p: C.Process) -> tuple[VmaSpec, ...]:
+        out, names = [], set()
+        for j, v in enumerate(p.vma):
+            path = f"{where}.vma[{j}]"
+            if v.name in names:
+                self.problem(f"{path}.name", f"vma {v.name!r} is defined twice")
+            names.add(v.name)
+            shared = v.shared if v.shared is not None else v.kind == "shmem"
+            if v.kind == "anon" and shared:
+                self.problem(f"{path}.shared", 'shared anonymous memory is shmem: use kind = "shmem"')
+            if v.kind == "shmem" and not shared:
+                self.problem(f"{path}.shared", 'a private mapping of a shmem file is a private '
+                                               'file mapping: use kind = "file"')
+            if v.size < PAGE_SIZE:
+                self.problem(f"{path}.size", "expected at least one page (4KiB)")
+            if v.resident > v.size:
+                self.problem(f"{path}.resident", "expected at most the VMA's size")
+            if v.dirty and v.kind != "file":
+                self.problem(f"{path}.dirty", "only file VMAs have dirty page-cache pages")
+            elif v.dirty > v.resident:
+                self.problem(f"{path}.dirty", "expected at most the VMA's resident size")
+            out.append(VmaSpec(v.name, v.kind, v.size // PAGE_SIZE, pages(v.resident),
+                               pages(v.dirty), v.locked, shared))
+        return tuple(out)
+
+    def _mm_vmas(self, p: C.Process, shares: str | None) -> set[str]:
+        """The VMA names this process's threads can touch (own or shared mm)."""
+        seen: set[str] = set()
+        while shares is not None and shares in self.by_name and shares not in seen:
+            seen.add(shares)
+            p = self.by_name[shares]
+            shares = p.parent if p.vfork else p.shares_mm_with
+        return {v.name for v in p.vma}
+
+    def _check_sharing_cycles(self) -> None:
+        for name, i, p in self.entries:
+            seen = {name}
+            ref = p.parent if p.vfork else p.shares_mm_with
+            while ref is not None and ref in self.by_name:
+                if ref in seen:
+                    self.problem(f"process[{i}].shares_mm_with", "mm sharing goes round in a circle")
+                    break
+                seen.add(ref)
+                q = self.by_name[ref]
+                ref = q.parent if q.vfork else q.shares_mm_with
+
+
+class _Steps:
+    """Turns a thread's program into run-time steps, checking references and lock use."""
+
+    def __init__(self, machine: MachineSpec, vmas: set[str], has_mm: bool, problem: Problems):
+        self.hz = machine.hz
+        self.vmas = vmas
+        self.has_mm = has_mm
+        self.problem = problem
+
+    def resolve(self, steps: list, path: str) -> tuple:
+        held: list[str] = []
+        program = self._block(steps, path, held)
+        return program
+
+    def _block(self, steps: list, path: str, held: list[str]) -> tuple:
+        out = []
+        for i, step in enumerate(steps):
+            out.append(self._step(step, f"{path}[{i}]", held))
+        return tuple(out)
+
+    def _step(self, s: Any, path: str, held: list[str]) -> Any:
+        if isinstance(s, (C.AllocStep, C.FreeStep, C.MmapLockStep, C.MmapUnlockStep)):
+            if not self.has_mm:
+                self.problem(path, "a kthread without an mm (shares_mm_with) cannot touch user memory")
+        if isinstance(s, (C.AllocStep, C.FreeStep)) and s.vma not in self.vmas:
+            self.problem(f"{path}.vma", f"no vma named {s.vma!r} in this process's mm")
+        if isinstance(s, C.AllocStep):
+            return P.Alloc(pages(s.alloc), s.vma, s.gfp)
+        if isinstance(s, C.KallocStep):
+            return P.Kalloc(pages(s.kalloc), s.gfp)
+        if isinstance(s, C.KfreeStep):
+            return P.Kfree(pages(s.kfree))
+        if isinstance(s, C.FreeStep):
+            return P.Free(pages(s.free), s.vma)
+        if isinstance(s, C.LockStep):
+            if s.lock in held:
+                self.problem(f"{path}.lock", f"{s.lock!r} is already held here: a self-deadlock")
+            held.append(s.lock)
+            return P.Lock(s.lock, s.mode)
+        if isinstance(s, C.UnlockStep):
+            if s.unlock not in held:
+                self.problem(f"{path}.unlock", f"{s.unlock!r} is not held here")
+            else:
+                held.remove(s.unlock)
+            return P.Unlock(s.unlock)
+        if isinstance(s, C.MmapLockStep):
+            if "mmap_sem" in held:
+                self.problem(f"{path}.mmap_lock", "mmap_sem is already held here: a self-deadlock")
+            held.append("mmap_sem")
+            return P.MmapLock(s.mmap_lock == "write", s.mode)
+        if isinstance(s, C.MmapUnlockStep):
+            if "mmap_sem" not in held:
+                self.problem(f"{path}.mmap_unlock", "mmap_sem is not held here")
+            else:
+                held.remove("mmap_sem")
+            return P.MmapUnlock()
+        if isinstance(s, C.SleepStep):
+            return P.Sleep(s.sleep.to_ns(self.hz), s.mode, s.jitter.to_ns(self.hz))
+        if isinstance(s, C.ExitStep):
+            return P.Exit(s.exit)
+        return self._repeat(s, path, held)
+
+    def _repeat(self, s: C.RepeatStep, path: str, held: list[str]) -> P.Repeat:
+        before = list(held)
+        body = self._block(s.do, f"{path}.do", held)
+        if held != before:
+            self.problem(f"{path}.do", "the body must release every lock it takes (and no other)")
+            held[:] = before
+        if s.repeat == "forever" and not _takes_time(body):
+            self.problem(f"{path}.do", 'a repeat = "forever" body needs a step that takes '
+                                       'virtual time (alloc, kalloc, free or a sleep)')
+        return P.Repeat(None if s.repeat == "forever" else s.repeat, body)
+
+
+def _takes_time(body: tuple) -> bool:
+    for step in body:
+        if isinstance(step, (P.Alloc, P.Kalloc, P.Free)) and step.pages > 0:
+            return True
+        if isinstance(step, P.Sleep) and step.ns > 0:
+            return True
+        if isinstance(step, P.Repeat) and _takes_time(step.body):
+            return True
+    return False
+
