@@ -270,6 +270,8 @@ class Expect(_Model):
     reaper_dropped: NumberExpect | None = None
     exit_freed_kb: NumberExpect | None = None
     invariant_violations: NumberExpect | None = None
+    cgroups_recovered: NumberExpect | None = None
+    cgroups_locked_up: NumberExpect | None = None
     cgroups: dict[str, CgroupExpect] | None = None
 
 

@@ -6,6 +6,7 @@ validates all of them, and raises one ConfigError listing every problem.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def _load_scenarios(path: Path, exp: C.ExperimentFile, problems: list[str]) -> l
     for file in C.expand_scenario_globs(path, exp.scenarios, problems):
         data = C.read_toml(file, problems)
         if data is not None:
-            out.append((data, str(file), "", str(file.relative_to(path.parent))))
+            out.append((data, str(file), "", os.path.relpath(file, path.parent)))
     specs = []
     for data, where, prefix, source in out:
         model = C.validate(C.Scenario, data, where, problems, prefix=prefix.rstrip("."))

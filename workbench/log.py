@@ -51,7 +51,6 @@ EVENTS: dict[str, str] = {
     "segv": "A fault outside its VMA: the process gets SIGSEGV.",
     "task_state": "At the end of the run, one line per live thread: state, waiting_on, since.",
     "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
-    "memcg_oom": "A memcg hit its limit in a page fault and entered memcg OOM.",
     "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",
     "invariant": "A kernel invariant was violated (outcome error).",
     "error": "A policy raised or answered wrongly (outcome error).",

@@ -141,6 +141,7 @@ class Metrics:
         return out
 
     def summary(self) -> dict[str, Any]:
+        cgroups = self.cgroups()
         s: dict[str, Any] = {
             "outcome": self.outcome(),
             "oom_invocations": self.oom_invocations,
@@ -156,7 +157,9 @@ class Metrics:
             "reaper_dropped": self.reaper_dropped,
             "exit_freed_kb": self.exit_freed_kb,
             "invariant_violations": self.invariant_violations,
-            "cgroups": self.cgroups(),
+            "cgroups": cgroups,
+            "cgroups_recovered": sum(c["outcome"] == "recovered" for c in cgroups.values()),
+            "cgroups_locked_up": sum(c["outcome"] == "lockup" for c in cgroups.values()),
             "errors": self.errors,
             "end_s": self.end,
         }

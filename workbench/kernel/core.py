@@ -46,6 +46,7 @@ class Kernel:
         self.oom_lock = Mutex(self, "oom_lock")
         self.memcgs = memcontrol.setup(self, scenario.cgroups)
         self.mutexes: dict[str, Mutex] = {}        # the workload's kernel mutexes, by name
+        self.file_vmas: list = []                  # (mm, vma) of mapped files, for reclaim
         self.processes: list[Process] = []         # the task list, in fork order
         self.oom_victims = 0
         # DEFAULT_RATELIMIT_INTERVAL (5 * HZ), DEFAULT_RATELIMIT_BURST (10)

@@ -112,6 +112,7 @@ class Boot:
         if mm is not None:
             if not spec.shares_mm_with:
                 _populate(k, proc, spec)
+                k.file_vmas.extend((mm, v) for v in mm.vmas if v.kind == "file")
             mm.mm_users += len(proc.threads)
         k.processes.append(proc)
         memcontrol.attach(k, proc)

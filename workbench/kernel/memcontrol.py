@@ -184,7 +184,6 @@ async def mem_cgroup_oom_synchronize(k: Kernel, task: Task, handle: bool) -> boo
     task.memcg_oom = None
     if not handle:
         return True
-    k.log.emit("memcg_oom", pid=task.pid, tgid=task.tgid, comm=task.comm, memcg=memcg.name)
     memcg.under_oom += 1
     locked = not memcg.oom_lock
     memcg.oom_lock = True

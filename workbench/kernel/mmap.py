@@ -30,6 +30,7 @@ async def exit_mmap(k: Kernel, task: Task, mm: MmStruct) -> None:
             done, n = _unmap_chunk(k, mm, vma, k.exit_chunk)
             freed += n
             await _pay(k, task, done, rate, "exit_mmap")
+    k.file_vmas = [(m, v) for m, v in k.file_vmas if m is not mm]
     pgtables = mm.nr_ptes + mm.nr_pmds                   # free_pgtables()
     mm.nr_ptes = mm.nr_pmds = 0
     k.zone.pgtables -= pgtables

@@ -40,18 +40,16 @@ def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
             cg.cache_clean -= n
             _free(k, cg, n)
             got += n
-    for proc in k.for_each_process():
-        mm = proc.mm
+    for mm, vma in k.file_vmas:                  # mapped page cache, in fork order
         if got == want:
             break
-        if mm is None or mm.freed or (memcg is not None and mm.memcg is not memcg):
+        if vma.locked or (memcg is not None and mm.memcg is not memcg):
             continue
-        for vma in mm.vmas:
-            n = min(want - got, vma.file - vma.dirty) if not vma.locked else 0
-            if n:
-                mm.sub_file(vma, n, 0)
-                _free(k, mm.memcg, n)
-                got += n
+        n = min(want - got, vma.file - vma.dirty)
+        if n:
+            mm.sub_file(vma, n, 0)
+            _free(k, mm.memcg, n)
+            got += n
     return got
 
 
