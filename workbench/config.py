@@ -8,6 +8,7 @@ references.  Every problem becomes one line "FILE: KEY.PATH: what was expected".
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -284,6 +285,29 @@ class Scenario(_Model):
     cgroup: list[Cgroup] = Field(default_factory=list)
     process: list[Process] = Field(min_length=1)
 
+    @classmethod
+    def salvage(cls, data: object) -> Salvaged | None:
+        """What of a broken scenario is valid on its own (keys, and processes
+        one by one), so that its references can be checked too."""
+        if not isinstance(data, dict) or not isinstance(data.get("process"), list):
+            return None
+        good = _valid_keys(cls, {k: v for k, v in data.items() if k != "process"})
+        good["name"] = good.get("name", "?")
+        index = [i for i, p in enumerate(data["process"]) if _valid(Process, p)]
+        if not index:
+            return None
+        good["process"] = [data["process"][i] for i in index]
+        names = {p["name"] for p in data["process"]
+                 if isinstance(p, dict) and isinstance(p.get("name"), str)}
+        return Salvaged(cls.model_validate(good), names, index)
+
+
+@dataclass(frozen=True)
+class Salvaged:
+    scenario: Scenario
+    names: set[str]         # every process name the file declares, valid or not
+    index: list[int]        # the file's index of each salvaged process
+
 
 # -- the experiment file ---------------------------------------------------------
 
@@ -310,7 +334,32 @@ class ExperimentFile(_Model):
     out: str | None = None
     machine: MachinePatch = MachinePatch()
     limits: LimitsPatch = LimitsPatch()
-    arm: list[Arm] = Field(default_factory=lambda: [Arm(name="patch")])
+    arm: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "patch"}])  # each an Arm
+
+    @classmethod
+    def salvage(cls, data: dict[str, Any]) -> ExperimentFile:
+        """The keys that are valid on their own, defaults for the rest: lets
+        the scenarios and arms of a broken file be checked too."""
+        return cls.model_validate(_valid_keys(cls, data))
+
+
+def _valid(model: type[_Model], data: object) -> bool:
+    try:
+        model.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
+def _valid_keys(model: type[_Model], data: dict[str, Any]) -> dict[str, Any]:
+    """The known keys of data whose values are valid (their errors were
+    reported by the full validation already)."""
+    try:
+        model.model_validate(data)
+        return dict(data)
+    except ValidationError as e:
+        bad = {err["loc"][0] for err in e.errors() if err["loc"]}
+    return {k: v for k, v in data.items() if k in model.model_fields and k not in bad}
 
 
 # -- loading -------------------------------------------------------------------

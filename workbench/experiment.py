@@ -54,27 +54,30 @@ def load_experiment(path: Path, plugins: Plugins) -> Experiment:
     data = C.read_toml(path, problems)
     if data is None:
         raise C.ConfigError(problems)
-    exp = C.validate(C.ExperimentFile, data, str(path), problems)
-    if exp is None:
-        raise C.ConfigError(problems)
-    arms = tuple(a for a in (_resolve_arm(a, i, str(path), plugins, problems)
-                             for i, a in enumerate(exp.arm)) if a is not None)
-    _unique([a.name for a in exp.arm], "arm", "name", str(path), problems)
-    scenarios = _load_scenarios(path, exp, problems)
+    return experiment_from_data(data, path, plugins)
+
+
+def experiment_from_data(data: dict[str, Any], path: Path, plugins: Plugins) -> Experiment:
+    """The experiment a parsed file holds; `path` names it in messages and
+    anchors its scenario globs."""
+    problems: list[str] = []
+    exp = C.validate(C.ExperimentFile, data, str(path), problems) or C.ExperimentFile.salvage(data)
+    arm_models = [C.validate(C.Arm, a, str(path), problems, prefix=f"arm[{i}]")
+                  for i, a in enumerate(exp.arm)]
+    arms = tuple(a for a in (_resolve_arm(m, i, str(path), plugins, problems)
+                             for i, m in enumerate(arm_models) if m is not None) if a is not None)
+    arm_names = [m.name for m in arm_models if m is not None]
+    _unique(arm_names, "arm", "name", str(path), problems)
+    scenarios = _load_scenarios(path, exp, arm_names, set(plugins.registry.presets), problems)
     _unique([s.name for s in scenarios], "scenarios", "scenario name", str(path), problems)
-    known_arms = {a.name for a in exp.arm} | set(plugins.registry.presets)
-    for s in scenarios:
-        for arm in s.expect:
-            if arm not in known_arms:
-                problems.append(f"{s.source}: expect.{arm}: no arm or preset named {arm!r} "
-                                f"(arms: {', '.join(sorted(a.name for a in exp.arm))})")
     if problems:
         raise C.ConfigError(problems)
     out = Path(exp.out) if exp.out else Path("runs") / path.stem
     return Experiment(path, exp.title, tuple(exp.seeds), tuple(scenarios), arms, out)
 
 
-def _load_scenarios(path: Path, exp: C.ExperimentFile, problems: list[str]) -> list[ScenarioSpec]:
+def _load_scenarios(path: Path, exp: C.ExperimentFile, arms: list[str], presets: set[str],
+                    problems: list[str]) -> list[ScenarioSpec]:
     out = []
     for i, data in enumerate(exp.scenario):
         out.append((data, f"{path}", f"scenario[{i}].", path.name))
@@ -87,6 +90,16 @@ def _load_scenarios(path: Path, exp: C.ExperimentFile, problems: list[str]) -> l
         model = C.validate(C.Scenario, data, where, problems, prefix=prefix.rstrip("."))
         if model is not None:
             specs.append(resolve_scenario(model, source, where, exp, problems, prefix))
+        elif (salvaged := C.Scenario.salvage(data)) is not None:
+            # Check what can be checked of the rest; such a scenario never runs.
+            model = salvaged.scenario
+            resolve_scenario(model, source, where, exp, problems, prefix, salvaged)
+        else:
+            continue
+        for arm in model.expect:
+            if arm not in arms and arm not in presets:
+                problems.append(f"{where}: {prefix}expect.{arm}: no arm or preset named {arm!r} "
+                                f"(arms: {', '.join(arms)})")
     return specs
 
 

@@ -8,15 +8,18 @@ value.  The log is written as .jsonl.tmp and renamed once the summary is in.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import trio
 import trio.testing
@@ -39,6 +42,36 @@ class RunResult:
     path: Path
     summary: dict[str, Any]
     wall_s: float
+
+
+class Interrupt:
+    """Ctrl-C during runs: a flag the kernel's clock checks between time
+    steps, so that the signal cannot land in the middle of kernel code or in a
+    finalizer (where Python would drop it), and every finished log stays intact."""
+
+    requested = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def handled(cls) -> Iterator[None]:
+        def handler(_signum: int, _frame: object) -> None:
+            if cls.requested:                   # a second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            cls.requested = True
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:                      # not the main thread: leave it alone
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.requested:
+            raise KeyboardInterrupt
 
 
 def deterministic_scheduling(seed: int) -> None:
@@ -85,7 +118,8 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
     header = {"schema": SCHEMA_VERSION, "versions": package_versions(),
               "plugins": plugins_desc, "python": sys.version.split()[0]}
     try:
-        kernel = Kernel(scenario, RunPolicies(arm.instantiate(scenario.machine)), seed, log)
+        kernel = Kernel(scenario, RunPolicies(arm.instantiate(scenario.machine)), seed, log,
+                        Interrupt.check)
     except PolicyError as e:
         log.emit("header", config=config, **header)
         log.emit("error", policy=e.policy, hook=e.hook, problem=str(e))
@@ -100,6 +134,10 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
     gc.freeze()                 # the run creates little cyclic garbage (perf-baseline §GC)
     try:
         trio.run(kernel.main, clock=trio.testing.MockClock(), instruments=list(instruments))
+    except BaseExceptionGroup as group:       # Ctrl-C arrives wrapped by the nursery
+        if group.subgroup(KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from None
+        raise
     finally:
         gc.unfreeze()
     return metrics.summary()
@@ -117,18 +155,36 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
     started = time.time()
     results: list[RunResult] = []
     try:
-        if jobs <= 1:
-            for args in todo:
-                results.append(_job(args))
-                on_result(results[-1])
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for result in pool.map(_job, todo):
-                    results.append(result)
-                    on_result(result)
+        with Interrupt.handled():
+            if jobs <= 1:
+                for args in todo:
+                    Interrupt.check()
+                    results.append(_job(args))
+                    on_result(results[-1])
+            else:
+                _run_parallel(todo, jobs, results, on_result)
     finally:
         write_manifest(exp, out, results, started, len(todo))
     return results
+
+
+def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
+                  on_result: Callable[[RunResult], None]) -> None:
+    """Results in submission order, while watching for Ctrl-C."""
+    pool = ProcessPoolExecutor(max_workers=jobs)
+    try:
+        for future in [pool.submit(_job, args) for args in todo]:
+            while not future.done():
+                Interrupt.check()
+                wait([future], timeout=0.1)
+            results.append(future.result())
+            on_result(results[-1])
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in multiprocessing.active_children():   # their runs stay unfinished
+            worker.terminate()
+        raise
+    pool.shutdown()
 
 
 def write_manifest(exp: Experiment, out: Path, results: list[RunResult], started: float,

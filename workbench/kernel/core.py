@@ -26,13 +26,15 @@ from workbench.workload.spec import ScenarioSpec
 
 
 class Kernel:
-    def __init__(self, scenario: ScenarioSpec, policies: RunPolicies, seed: int, log: EventLog):
+    def __init__(self, scenario: ScenarioSpec, policies: RunPolicies, seed: int, log: EventLog,
+                 check_interrupt: Callable[[], None] = lambda: None):
         self.scenario = scenario
         self.machine = m = scenario.machine
         self.limits = scenario.limits
         self.policies = policies
         self.seed = seed
         self.log = log
+        self.check_interrupt = check_interrupt      # raises KeyboardInterrupt after Ctrl-C
         self.clock = Clock(self)
         self.jiffy_ns = m.jiffy_ns
         self.reclaim_round_ns = m.reclaim_round_ns

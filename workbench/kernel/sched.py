@@ -174,6 +174,7 @@ class Clock:
         wait_idle = trio.testing.wait_all_tasks_blocked
         while True:
             await wait_idle()
+            self.k.check_interrupt()
             t = self.next_event()
             if t is None:
                 # Everything waits on something nobody will do: a deadlock, or
@@ -193,9 +194,10 @@ async def block(k: Kernel, task: Task, state: str, what: str,
     """Park the current Trio task until someone reschedules it.
 
     Returns True when woken, False when SIGKILL interrupted a killable wait
-    (on_abort has then taken the task off whatever it waited on)."""
+    (on_abort has then taken the task off whatever it waited on).  Any other
+    cancellation (the end of the run, Ctrl-C) ends every wait and propagates."""
     def abort(_raise_cancel: object) -> Abort:
-        if state == TASK_UNINTERRUPTIBLE and not k.halting:
+        if state == TASK_UNINTERRUPTIBLE and task.fatal_signal_pending() and not k.halting:
             # D state: the signal waits for the wait to end.  Trio asks only
             # once per wait, so the end of the run must wake it (Kernel.halt).
             k.refused_aborts[task] = on_abort
@@ -207,7 +209,7 @@ async def block(k: Kernel, task: Task, state: str, what: str,
     try:
         await wait_task_rescheduled(abort)
     except trio.Cancelled:
-        if k.halting:
+        if k.halting or not task.fatal_signal_pending():
             raise
         return False
     finally:

@@ -69,14 +69,17 @@ def resolve_limits(values: dict[str, Any], hz: int, problem: Problems) -> Limits
 
 
 def resolve_scenario(model: C.Scenario, source: str, where: str, experiment: C.ExperimentFile,
-                     problems: list[str], prefix: str = "") -> ScenarioSpec:
+                     problems: list[str], prefix: str = "",
+                     salvaged: C.Salvaged | None = None) -> ScenarioSpec:
+    """salvaged: what was valid of a broken file, so that its references
+    are checked too, with paths into the file as written."""
     problem = Problems(where, problems, prefix)
     machine = resolve_machine(merge(C.MACHINE_DEFAULTS, experiment.machine, model.machine),
                               problem)
     limits = resolve_limits(merge(C.LIMITS_DEFAULTS, experiment.limits, model.limits),
                             machine.hz, problem)
     cgroups = _cgroups(model, problem)
-    resolver = _Processes(model, machine, {c.name for c in cgroups}, problem)
+    resolver = _Processes(model, machine, {c.name for c in cgroups}, problem, salvaged)
     processes = resolver.resolve()
     _check_memory_fits(processes, machine, problem)
     expect = {arm: _expect(e, f"expect.{arm}", resolver.names, {c.name for c in cgroups},
@@ -140,18 +143,20 @@ class _Processes:
     """Expands and checks [[process]] tables."""
 
     def __init__(self, model: C.Scenario, machine: MachineSpec, cgroups: set[str],
-                 problem: Problems):
+                 problem: Problems, salvaged: C.Salvaged | None = None):
         self.model = model
         self.machine = machine
         self.cgroups = cgroups
         self.problem = problem
         # concrete name -> (table index, model)
         self.entries: list[tuple[str, int, C.Process]] = []
-        for i, p in enumerate(model.process):
+        index = salvaged.index if salvaged else range(len(model.process))
+        for i, p in zip(index, model.process):
             names = [p.name] if p.count is None else [f"{p.name}-{j}" for j in range(p.count)]
             for name in names:
                 self.entries.append((name, i, p))
         self.names = {name for name, _, _ in self.entries}
+        self.known = self.names | (salvaged.names if salvaged else set())
         self.by_name = {name: p for name, _, p in self.entries}
 
     def resolve(self) -> tuple[ProcessSpec, ...]:
@@ -176,7 +181,7 @@ class _Processes:
         hz = self.machine.hz
         for key in ("parent", "shares_mm_with"):
             ref = getattr(p, key)
-            if ref is not None and ref not in self.names and not (key == "shares_mm_with"
+            if ref is not None and ref not in self.known and not (key == "shares_mm_with"
                                                                  and ref == "init"):
                 problem(f"{where}.{key}", f"no process named {ref!r}")
             if ref == name:
