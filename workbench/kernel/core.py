@@ -56,7 +56,7 @@ class Kernel:
         self.nopage_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
         self.oom_reaper_wait = WaitQueue(self)
         self.oom_reaper_th: Task | None = None
-        self.open_stalls: dict[int, list] = {}
+        self.open_stalls: list[list] = []
         self.halting = False
         self.finished = False
         self.refused_aborts: dict[Task, Callable[[], None]] = {}
@@ -127,13 +127,13 @@ class Kernel:
     # -- what the metrics need -------------------------------------------------------
 
     def stall_begin(self, task: Task, pages: int, gfp: int, memcg: Any = None) -> list:
+        """An allocation request (one chunk) entered the slow path (DESIGN.md §7)."""
         rec = [task, self.clock.now, pages, gfp, memcg]
-        self.open_stalls[task.pid] = rec
+        self.open_stalls.append(rec)
         return rec
 
     def stall_end(self, rec: list, ok: bool) -> None:
-        task, since, pages, gfp, memcg = rec
-        del self.open_stalls[task.pid]
+        self.open_stalls.remove(rec)
         self._emit_stall(rec, "ok" if ok else "failed")
 
     def _emit_stall(self, rec: list, result: str) -> None:
@@ -167,7 +167,7 @@ class Kernel:
         if self.finished:
             return
         self.finished = True
-        for rec in list(self.open_stalls.values()):
+        for rec in list(self.open_stalls):
             self._emit_stall(rec, "open")
         now = self.clock.now
         for t in self.for_each_thread():
@@ -208,8 +208,9 @@ class Kernel:
             if not mm.freed:
                 used += mm.anon + mm.shmem + sum(v.shmem_unmapped for v in mm.vmas)
             if mm.mm_users == 0 and not mm.freed and not self._reaper_holds(mm):
+                held = {who: n for who, n in mm.holders.items() if n}
                 self.log.emit("invariant", problem=f"mm {mm.id} leaked: mm_count {mm.mm_count} "
-                              f"held by {dict(mm.holders)}")
+                              f"held by {held}")
         if used + self.zone.free != self.zone.managed:
             self.log.emit("invariant", problem=f"page accounting: free {self.zone.free} + used "
                           f"{used} != managed {self.zone.managed}")

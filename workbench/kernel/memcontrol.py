@@ -124,11 +124,29 @@ async def try_charge(k: Kernel, task: Task, memcg: MemCgroup | None, n: int, gfp
                      may_oom: bool) -> int:
     """Charge n pages; returns how many were charged (n, or fewer on -ENOMEM).
 
-    may_oom is current->memcg_may_oom: set only for user page faults."""
+    may_oom is current->memcg_may_oom: set only for user page faults.  A
+    charge that has to reclaim is a stall; a fault's stall lasts across its
+    retries until the chunk is charged (task.memcg_stall)."""
     if memcg is None or memcg.is_root or not n:
         if memcg is not None:
             memcg.usage += n
         return n
+    got = await _charge(k, task, memcg, n, gfp, may_oom)
+    if got == n:
+        end_stall(k, task, ok=True)
+    elif not may_oom:
+        end_stall(k, task, ok=False)
+    return got
+
+
+def end_stall(k: Kernel, task: Task, ok: bool) -> None:
+    if task.memcg_stall is not None:
+        k.stall_end(task.memcg_stall, ok)
+        task.memcg_stall = None
+
+
+async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
+                  may_oom: bool) -> int:
     got = 0
     retries = MEM_CGROUP_RECLAIM_RETRIES
     while True:
@@ -138,6 +156,8 @@ async def try_charge(k: Kernel, task: Task, memcg: MemCgroup | None, n: int, gfp
         if got == n:
             return n
         memcg.failcnt += 1
+        if task.memcg_stall is None:
+            task.memcg_stall = k.stall_begin(task, n, gfp, memcg)
         # Dying and OOM-killed tasks bypass the limit so they can exit quickly.
         if task.tif_memdie or task.fatal_signal_pending() or task.exiting:
             break

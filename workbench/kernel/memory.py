@@ -30,50 +30,40 @@ async def fault_in(k: Kernel, task: Task, vma: Vma, pages: int, gfp: int) -> Non
     that fails is retried, as user space re-executes the faulting access,
     until it maps or the thread has a fatal signal to take."""
     remaining = pages
-    stall = None          # a chunk waiting on its memcg's limit (KERNEL.md §1.11)
     while remaining and not task.fatal_signal_pending():
         n = min(remaining, k.fault_chunk)
-        mapped, charge_short = await handle_mm_fault(k, task, vma, n, gfp)
+        mapped = await handle_mm_fault(k, task, vma, n, gfp)
         if mapped < 0:                                   # SIGSEGV
             break
         remaining -= mapped
-        if charge_short and stall is None:
-            stall = k.stall_begin(task, n, gfp, task.mm.memcg if task.mm else None)
-        if mapped == n:
-            if stall is not None:
-                k.stall_end(stall, True)
-                stall = None
-        else:
+        if mapped < n:
             await pagefault_out_of_memory(k, task)
-    if stall is not None:
-        k.stall_end(stall, False)
+    memcontrol.end_stall(k, task, ok=False)              # killed while over the limit
 
 
-async def handle_mm_fault(k: Kernel, task: Task, vma: Vma, n: int, gfp: int) -> tuple[int, bool]:
-    """One chunk of faults: (pages mapped or -1 for SIGSEGV, whether the
-    memcg charge fell short)."""
+async def handle_mm_fault(k: Kernel, task: Task, vma: Vma, n: int, gfp: int) -> int:
+    """One chunk of faults: the pages mapped, or -1 for SIGSEGV."""
     mm = task.mm
     await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
     try:
         if vma.resident + vma.shmem_unmapped + n > vma.size:
             _segv(k, task, vma)
-            return -1, False
+            return -1
         if vma.hugetlb_page:
             mapped = n                                   # from the preallocated pool
             mm.add_pages(vma, n)
-            charge_short = False
         else:
-            mapped, charge_short = await _alloc_and_charge(k, task, mm, vma, n, gfp)
+            mapped = await _alloc_and_charge(k, task, mm, vma, n, gfp)
         if mapped:
             await k.clock.sleep(task, k.machine.cost_ns(mapped, k.machine.fault_rate),
                                 TASK_UNINTERRUPTIBLE, "page fault")
-        return mapped, charge_short
+        return mapped
     finally:
         mm.mmap_sem.up_read()
 
 
 async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: int,
-                            gfp: int) -> tuple[int, bool]:
+                            gfp: int) -> int:
     ptes = mm.ptes_for(vma, n)
     got = await page_alloc.alloc_pages(k, task, n + ptes, gfp)
     data = max(0, got - ptes)
@@ -81,7 +71,7 @@ async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: in
     new_ptes = mm.add_pages(vma, charged)
     k.zone.pgtables += new_ptes
     k.zone.give(got - charged - new_ptes)                # pages not used after all
-    return charged, charged < data
+    return charged
 
 
 async def pagefault_out_of_memory(k: Kernel, task: Task) -> None:

@@ -96,6 +96,7 @@ class Task:
         self.held_locks: list = []         # kernel locks to drop when a killed thread unwinds
         self.memcg_oom: object = None      # current->memcg_in_oom: handled at the fault's end
         self.memcg_oom_gfp = 0
+        self.memcg_stall: list | None = None  # a charge waiting on its memcg's limit
         self._rng: random.Random | None = None
         process.threads.append(self)
         process.live_threads += 1
