@@ -13,8 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag,
-                      ValidationError, field_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer,
+                      PlainValidator, Tag, ValidationError, field_validator)
 
 from workbench.kernel.gfp import parse_gfp
 from workbench.units import Duration, parse_duration, parse_rate, parse_size
@@ -33,7 +33,7 @@ class ConfigError(Exception):
 # -- value types --------------------------------------------------------------
 
 Size = Annotated[int, PlainValidator(parse_size)]
-Dur = Annotated[Duration, PlainValidator(parse_duration)]
+Dur = Annotated[Duration, PlainValidator(parse_duration), PlainSerializer(str, return_type=str)]
 Rate = Annotated[int, PlainValidator(parse_rate)]
 Gfp = Annotated[int, PlainValidator(parse_gfp)]
 

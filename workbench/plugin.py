@@ -94,7 +94,8 @@ class Plugins:
         out = []
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda x: x[0]):
             dist = dists.get(plugin)
-            out.append({"name": name, "module": getattr(plugin, "__name__", repr(plugin)),
+            module = getattr(plugin, "__name__", None) or type(plugin).__module__
+            out.append({"name": name, "module": module,
                         "dist": f"{dist.project_name} {dist.version}" if dist else ""})
         return out
 
@@ -110,8 +111,8 @@ def load_plugins(extra: Iterable[Any] = ()) -> Plugins:
     and collect their policies."""
     pm = new_plugin_manager()
     pm.load_setuptools_entrypoints(PROJECT)
-    for plugin in extra:
-        pm.register(plugin)
+    for plugin in extra:       # named by module or class, never by id(): headers stay stable
+        pm.register(plugin, name=getattr(plugin, "__name__", type(plugin).__qualname__))
     registry = PolicyRegistry()
     for impl in reversed(pm.hook.workbench_register_policies.get_hookimpls()):
         registry.current_plugin = impl.plugin_name

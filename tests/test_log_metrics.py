@@ -1,0 +1,90 @@
+"""The event log's contract and the outcome and metric definitions (DESIGN.md §6, §7)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from workbench.log import EVENTS
+from workbench.metrics import Metrics, check_expect
+
+DOCS = Path(__file__).parent.parent / "docs" / "events.md"
+
+# The events for which 4.5 prints a line; every other event must carry no msg.
+PRINTED = {"oom_header", "oom_cpuset", "oom_dump_tasks", "oom_dump_task", "select_victim", "kill",
+           "alloc_fail", "panic", "memcg_oom_info"}
+
+
+def feed(events, stall=10.0):
+    m = Metrics()
+    m.feed({"event": "header", "t": 0.0, "config": {"limits": {"stall_s": stall},
+                                                    "scenario": {"cgroups": [{"name": "a"}]}}})
+    for e in events:
+        m.feed(e)
+    return m
+
+
+def stall(since, end, result="ok", **kw):
+    return {"event": "alloc_stall", "t": end, "since": since, "stall_s": end - since,
+            "result": result, **kw}
+
+
+def test_recovery_is_the_first_moment_after_the_first_oom_with_no_stall():
+    m = feed([stall(0.5, 1.0), {"event": "out_of_memory", "t": 1.0},
+              stall(0.9, 1.5), stall(1.4, 2.0), stall(2.5, 3.0)])
+    assert m.recovery_s() == 1.0                       # covered 1.0 .. 2.0, free at 2.0
+    assert feed([{"event": "out_of_memory", "t": 1.0}, stall(0.9, 5.0, "open")]).recovery_s() is None
+    assert feed([stall(0.1, 0.2)]).recovery_s() is None                 # never an OOM
+
+
+@pytest.mark.parametrize("events, outcome", [
+    ([{"event": "error", "t": 1, "problem": "x"}, {"event": "panic", "t": 2}], "error"),
+    ([{"event": "invariant", "t": 1, "problem": "x"}], "error"),
+    ([{"event": "panic", "t": 2}, stall(0, 20)], "panic"),
+    ([stall(0, 10.0), {"event": "lock_wait", "t": 20, "tgid": 5, "wait_s": 15}], "lockup"),
+    ([{"event": "lock_wait", "t": 20, "tgid": 5, "wait_s": 15}], "hang"),
+    ([{"event": "out_of_memory", "t": 1}, {"event": "kill", "t": 1, "tgid": 5, "comm": "v"},
+      {"event": "lock_wait", "t": 20, "tgid": 5, "wait_s": 15}], "recovered"),   # killed: no hang
+    ([{"event": "out_of_memory", "t": 1}, stall(0, 9.9)], "recovered"),
+    ([stall(0, 9.9)], "no-oom"),
+])
+def test_the_first_outcome_that_applies_wins(events, outcome):
+    assert feed(events).outcome() == outcome
+
+
+def test_cgroups_that_stalled_report_their_worst_stall():
+    s = feed([stall(0, 12, "open", memcg="a"), stall(1, 2, memcg="a")]).summary()
+    assert s["cgroups"] == {"a": {"max_stall_s": 12, "outcome": "lockup"}}
+    assert (s["cgroups_locked_up"], s["cgroups_recovered"]) == (1, 0)
+
+
+def test_expectations():
+    summary = {"outcome": "recovered", "kills": 2, "killed": ["a", "b"], "max_stall_s": 3.0,
+               "recovery_s": None, "cgroups": {"a": {"outcome": "lockup", "max_stall_s": 12}}}
+    expect = {"outcome": ["recovered", "no-oom"], "kills": {"min": 1, "max": 1},
+              "killed": ["a", "b"], "max_stall_s": {"min": None, "max": 5},
+              "recovery_s": {"min": None, "max": 1}, "cgroups": {"a": {"outcome": ["recovered"]}}}
+    assert check_expect(expect, summary) == [
+        "kills 2, expected 1", "recovery_s None, expected at most 1",
+        "cgroup a: outcome lockup, expected recovered"]
+
+
+def test_the_vocabulary_is_documented_and_closed(tmp_path):
+    documented = re.findall(r"^\| `([a-z_]+)` \|", DOCS.read_text(), re.M)
+    assert documented == list(EVENTS)
+    from workbench.log import EventLog
+    log = EventLog(tmp_path / "x.jsonl", {}, lambda: 0, [])
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        log.emit("something_new")
+    log.abandon()
+
+
+def test_only_the_lines_the_kernel_printed_carry_msg(run):
+    from helpers import process, scenario
+    r = run(scenario("s", process("hog", heap="1GiB", program=['{ alloc = "1GiB", vma = "heap" }']),
+                     extra='[[cgroup]]\nname = "a"\nmemory_max = "1GiB"'))
+    with_msg = {e["event"] for e in r.events if "msg" in e}
+    assert with_msg <= PRINTED and {"kill", "select_victim", "oom_header"} <= with_msg
+    assert r.events[-1]["t"] == r.summary["end_s"]

@@ -1,0 +1,144 @@
+"""The plugin contract (DESIGN.md §4): named policies, presets, options, errors."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import process, scenario
+from pydantic import BaseModel, ConfigDict
+
+from workbench.config import ConfigError
+from workbench.plugin import PluginError, load_plugins
+from workbench.plugins.victim import Linux45
+from workbench.policy import ABORT, Policy, Victim, hookimpl
+from workbench.testing import experiment
+
+HOG_AND_SLEEPERS = scenario(
+    "s",
+    process("old", heap="32MiB", resident="32MiB", program=['{ sleep = "1s" }']),
+    process("young", heap="8MiB", resident="8MiB", program=['{ sleep = "1s" }']),
+    process("hog", heap="1GiB", program=['{ alloc = "1GiB", vma = "heap" }']))
+
+
+class Youngest(Linux45):
+    """Kill the most recently started eligible process (a third party's idea)."""
+
+    name = "youngest"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        spare: list[str] = []
+
+    @hookimpl
+    def workbench_select_bad_process(self, oc):
+        if any(task.tif_memdie for task in oc.threads()):
+            return ABORT
+        eligible = [t for t in oc.threads() if t.mm is not None and not self.unkillable(t.process, oc)
+                    and t.comm not in self.options.spare]
+        return Victim(eligible[-1], 1) if eligible else None
+
+
+class Broken(Linux45):
+    """Raises."""
+
+    name = "broken"
+
+    @hookimpl
+    def workbench_select_bad_process(self, oc):
+        raise RuntimeError("boom")
+
+
+class Wrong(Linux45):
+    """Answers nonsense."""
+
+    name = "wrong"
+
+    @hookimpl
+    def workbench_select_bad_process(self, oc):
+        return "the big one"
+
+
+class ThirdParty:
+    @hookimpl
+    def workbench_register_policies(self, registry):
+        for cls in (Youngest, Broken, Wrong):
+            registry.add_policy(cls)
+        registry.add_preset("youngest-first", victim="youngest", reaper="seed",
+                            vma_filter="seed", doc="kill the newest process")
+
+
+def test_a_third_party_policy_is_chosen_by_name(run):
+    r = run(HOG_AND_SLEEPERS, arm={"victim": "youngest"}, plugins=[ThirdParty()])
+    assert r.summary["killed"][0] == "hog"
+    assert r.events[0]["config"]["arm"]["victim"] == "youngest"
+    assert {"name": "ThirdParty", "module": "tests.test_plugins", "dist": ""} in r.events[0]["plugins"]
+
+
+def test_a_third_party_preset_and_its_options(run):
+    r = run(HOG_AND_SLEEPERS, preset="youngest-first",
+            arm={"options": {"victim": {"spare": ["hog"]}}}, plugins=[ThirdParty()])
+    assert r.summary["killed"][0] == "young"
+    assert r.events[0]["config"]["arm"]["options"]["victim"] == {"spare": ["hog"]}
+
+
+def test_options_are_validated_by_the_plugin(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        experiment(HOG_AND_SLEEPERS, tmp_path, preset="youngest-first",
+                   arm={"options": {"victim": {"spare": "hog", "colour": 1}}},
+                   plugins=load_plugins([ThirdParty()]))
+    assert any("arm[0].options.victim.spare: Input should be a valid list" in p
+               for p in e.value.problems)
+    assert any("arm[0].options.victim.colour: unknown key" in p for p in e.value.problems)
+
+
+def test_unknown_names_list_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        experiment(HOG_AND_SLEEPERS, tmp_path, arm={"victim": "oldest", "reaper": "fifo"})
+    assert any("arm[0].victim: unknown victim policy 'oldest' (known: linux-4.5)" in p
+               for p in e.value.problems)
+    assert any("arm[0].reaper: unknown reaper policy 'fifo' (known: none, seed)" in p
+               for p in e.value.problems)
+
+
+@pytest.mark.parametrize("policy, problem", [
+    ("broken", "policy 'broken' (workbench_select_bad_process): RuntimeError: boom"),
+    ("wrong", "policy 'wrong' (workbench_select_bad_process): returned 'the big one', "
+              "expected a Victim of a live task in scope, ABORT or None"),
+])
+def test_a_policy_that_raises_or_answers_wrongly_ends_the_run_with_error(run, policy, problem):
+    r = run(HOG_AND_SLEEPERS, arm={"victim": policy}, plugins=[ThirdParty()])
+    assert r.summary["outcome"] == "error" and r.summary["errors"] == [problem]
+    error = r.first("error")
+    assert error["policy"] == policy and r.events[-1]["event"] == "summary"
+
+
+def test_duplicate_names_and_dangling_presets_are_refused():
+    class Twice:
+        @hookimpl
+        def workbench_register_policies(self, registry):
+            registry.add_policy(Linux45)
+
+    with pytest.raises(PluginError, match="victim policy 'linux-4.5' is already registered"):
+        load_plugins([Twice()])
+
+    class Dangling:
+        @hookimpl
+        def workbench_register_policies(self, registry):
+            registry.add_preset("odd", victim="linux-4.5", reaper="lifo", vma_filter="seed")
+
+    with pytest.raises(PluginError, match="preset 'odd' names unknown reaper policy 'lifo'"):
+        load_plugins([Dangling()])
+
+
+def test_built_ins_come_through_the_entry_point_group():
+    plugins = load_plugins()
+    names = {p["name"]: p["module"] for p in plugins.describe()}
+    assert names == {"presets": "workbench.plugins.presets", "reaper": "workbench.plugins.reaper",
+                     "victim": "workbench.plugins.victim",
+                     "vma_filter": "workbench.plugins.vma_filter"}
+    assert set(plugins.registry.presets) == {"patch", "no-reaper"}
+    patch = plugins.registry.presets["patch"]
+    assert (patch.victim, patch.reaper, patch.vma_filter) == ("linux-4.5", "seed", "seed")
+
+
+def test_policies_subclass_the_documented_base():
+    assert issubclass(Linux45, Policy)

@@ -1,0 +1,30 @@
+"""Simulated memory is counted, never materialised: a run's steps do not grow with its size."""
+
+from __future__ import annotations
+
+from helpers import process, scenario
+
+
+def scaled(factor: int) -> str:
+    """S03 at 2 GiB, with sizes, rates and min_free multiplied by factor.  The
+    sizes are whole GiB and the rates whole pages per millisecond, so that
+    page tables and chunks scale exactly too."""
+    gib = lambda n: f'"{n * factor}GiB"'                                          # noqa: E731
+    rate = lambda mib_s: f'"{mib_s * factor}MiB/s"'                               # noqa: E731
+    text = scenario(
+        "s03", process("holder", program=['{ lock = "m" }', '{ sleep = "400ms" }',
+                                          f'{{ kalloc = {gib(1)} }}', '{ unlock = "m" }']),
+        process("victim", heap=f"{2 * factor}GiB",
+                program=[f'{{ alloc = {gib(1)}, vma = "heap" }}', '{ lock = "m" }']),
+        memory=f"{2 * factor}GiB")
+    return text.replace("[machine]", f'[machine]\nmin_free = "{8 * factor}MiB"\n'
+                        f'fault_rate = {rate(4000)}\nexit_rate = {rate(2000)}\n'
+                        f'reap_rate = {rate(4000)}\nreclaim_rate = {rate(1000)}')
+
+
+def test_one_tib_runs_the_same_timeline_as_two_gib(run):
+    small, large = run(scaled(1)), run(scaled(512))
+    assert small.summary["outcome"] == large.summary["outcome"] == "recovered"
+    timeline = lambda r: [(e["event"], e["t"]) for e in r.events[1:]]          # noqa: E731
+    assert timeline(small) == timeline(large)
+    assert large.summary["reaped_kb"] == 512 * small.summary["reaped_kb"] > 0
