@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from workbench.config import ConfigError
 from workbench.plugin import PluginError, load_plugins
 from workbench.plugins.victim import Linux45
-from workbench.policy import ABORT, Policy, Victim, hookimpl
+from workbench.policy import ABORT, Policy, Retry, Victim, hookimpl
 from workbench.testing import experiment
 
 HOG_AND_SLEEPERS = scenario(
@@ -142,3 +142,43 @@ def test_built_ins_come_through_the_entry_point_group():
 
 def test_policies_subclass_the_documented_base():
     assert issubclass(Linux45, Policy)
+
+
+# The plugin README.md shows, verbatim.
+class Lifo(Policy):
+    """A LIFO list of mms: none is dropped."""
+    name, concern = "lifo", "reaper"
+
+    def __init__(self, options, machine):
+        super().__init__(options, machine)
+        self.queue = []
+
+    @hookimpl
+    def workbench_reaper_enabled(self): return True
+    @hookimpl
+    def workbench_reaper_queue(self, work): self.queue.append(work); return True
+    @hookimpl
+    def workbench_reaper_next(self): return self.queue.pop() if self.queue else None
+    @hookimpl
+    def workbench_reaper_retry(self, work, attempt): return Retry(100_000_000, attempt < 10)
+    @hookimpl
+    def workbench_reaper_done(self, work, reaped): pass
+
+
+class LifoPlugin:
+    @hookimpl
+    def workbench_register_policies(self, registry):
+        registry.add_policy(Lifo)
+
+
+def test_the_readmes_lifo_reaper_reaps_every_parallel_memcg_victim(tmp_path):
+    from pathlib import Path
+
+    from workbench.testing import run_scenario
+    s06 = (Path(__file__).parent.parent / "configs/scenarios/s06-parallel-memcg-ooms.toml")
+    r = run_scenario(s06.read_text(), tmp_path, arm={"reaper": "lifo"}, plugins=[LifoPlugin()])
+    assert r.summary["reaper_dropped"] == 0 and r.summary["reap_attempts"] == 3
+    assert r.summary["outcome"] == "recovered" and r.summary["cgroups_recovered"] == 3
+    queued = [e["comm"] for e in r.of("reaper_queued")]
+    reaped = [e["comm"] for e in r.of("reap_attempt")]
+    assert reaped == queued[::-1]             # the three OOMs come before the reaper runs

@@ -11,6 +11,7 @@ answer, turning a raise or a wrong type into a PolicyError naming the policy.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Iterable
@@ -121,6 +122,7 @@ def load_plugins(extra: Iterable[Any] = ()) -> Plugins:
     return Plugins(pm, registry)
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     out = {}
     for dist in ("oom-workbench", "trio", "pluggy", "structlog", "orjson", "pydantic"):

@@ -130,8 +130,7 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
     clock_ns[0] = lambda: kernel.clock.now
     log.emit("header", config=config, **header)
     deterministic_scheduling(seed)
-    gc.collect()
-    gc.freeze()                 # the run creates little cyclic garbage (perf-baseline §GC)
+    gc.freeze()         # keep the collector off what existed before the run (perf-baseline §GC)
     try:
         trio.run(kernel.main, clock=trio.testing.MockClock(), instruments=list(instruments))
     except BaseExceptionGroup as group:       # Ctrl-C arrives wrapped by the nursery

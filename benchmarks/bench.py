@@ -1,0 +1,134 @@
+"""The workbench's performance benchmark (not a test): python benchmarks/bench.py
+
+Measures, in one process:
+1. the wall time of the main job (configs/default.toml), run by run, with Trio
+   task steps (counted by a trio.abc.Instrument), logged events and virtual
+   seconds per wall second;
+2. a bare trio.sleep loop under MockClock(autojump_threshold=0), the floor
+   for one Trio task step on this machine;
+3. one scenario (S03 in the shape of tests/test_scale.py) at 2 GiB and at
+   1 TiB, sizes, rates and min_free scaled together so that the virtual
+   timeline is the same: the wall times should be too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+import trio.testing
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_scale import scaled  # noqa: E402  (the scenario the scaling test checks)
+
+from workbench.experiment import load_experiment  # noqa: E402
+from workbench.plugin import load_plugins  # noqa: E402
+from workbench.runner import run_one  # noqa: E402
+from workbench.testing import experiment  # noqa: E402
+
+
+class StepCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+def timed_run(spec, arm, seed, out, plugins) -> dict:
+    counter = StepCounter()
+    started = time.perf_counter()
+    result = run_one(spec, arm, seed, out, plugins.describe(), [counter])
+    wall = time.perf_counter() - started
+    events = sum(1 for _ in open(result.path, "rb"))
+    virtual = result.summary["end_s"]
+    return {"scenario": spec.name, "seed": seed, "wall_s": wall, "steps": counter.steps,
+            "events": events, "virtual_s": virtual, "outcome": result.summary["outcome"]}
+
+
+def main_job(out: Path) -> list[dict]:
+    plugins = load_plugins()
+    exp = load_experiment(ROOT / "configs" / "default.toml", plugins)
+    return [timed_run(s, arm, seed, out, plugins)
+            for s in exp.scenarios for arm in exp.arms for seed in exp.seeds]
+
+
+def bare_sleep_loop(tasks: int = 10, sleeps: int = 6000) -> dict:
+    """N tasks x K trio.sleep of continuous delays (perf-baseline's sleep model)."""
+    import random
+    rng = random.Random(1)
+    delays = [[rng.uniform(1e-3, 1e-2) for _ in range(sleeps)] for _ in range(tasks)]
+    counter = StepCounter()
+
+    async def worker(ds):
+        for d in ds:
+            await trio.sleep(d)
+
+    async def main():
+        async with trio.open_nursery() as n:
+            for ds in delays:
+                n.start_soon(worker, ds)
+
+    started = time.perf_counter()
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0), instruments=[counter])
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "steps": counter.steps, "steps_per_s": counter.steps / wall}
+
+
+def scaling(out: Path) -> dict:
+    plugins = load_plugins()
+    rows = {}
+    for label, factor in (("2GiB", 1), ("1TiB", 512)):
+        exp = experiment(scaled(factor), out / label, plugins=plugins)
+        rows[label] = min((timed_run(exp.scenarios[0], exp.arms[0], 1, out / label, plugins)
+                           for _ in range(5)), key=lambda r: r["wall_s"])
+    rows["ratio"] = rows["1TiB"]["wall_s"] / rows["2GiB"]["wall_s"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        started = time.perf_counter()
+        runs = main_job(out / "default")
+        job_wall = time.perf_counter() - started
+        bare = bare_sleep_loop()
+        scale = scaling(out / "scale")
+
+    steps = sum(r["steps"] for r in runs)
+    sim_wall = sum(r["wall_s"] for r in runs)
+    print(f"main job: configs/default.toml, {len(runs)} runs in {job_wall:.2f} s wall "
+          f"(one process, runs in sequence)\n")
+    print(f"{'scenario':<28}{'seed':>5}{'wall s':>9}{'steps':>9}{'events':>8}{'virtual s':>11}"
+          f"{'steps/s':>10}{'virt s/s':>10}  outcome")
+    for r in runs:
+        print(f"{r['scenario']:<28}{r['seed']:>5}{r['wall_s']:>9.3f}{r['steps']:>9}{r['events']:>8}"
+              f"{r['virtual_s']:>11.3f}{r['steps'] / r['wall_s']:>10.0f}"
+              f"{r['virtual_s'] / r['wall_s']:>10.1f}  {r['outcome']}")
+    print(f"{'all':<33}{sim_wall:>9.3f}{steps:>9}{sum(r['events'] for r in runs):>8}"
+          f"{sum(r['virtual_s'] for r in runs):>11.3f}{steps / sim_wall:>10.0f}"
+          f"{sum(r['virtual_s'] for r in runs) / sim_wall:>10.1f}")
+    print(f"\nbare trio.sleep loop (10 tasks x 6000 sleeps, MockClock autojump): "
+          f"{bare['steps_per_s']:.0f} steps/s")
+    print(f"simulation / bare loop, Trio task steps per wall second: "
+          f"{steps / sim_wall / bare['steps_per_s']:.2f}")
+    print(f"\nscaling, S03 (best of 5): 2 GiB {scale['2GiB']['wall_s'] * 1000:.1f} ms, "
+          f"{scale['2GiB']['steps']} steps; 1 TiB {scale['1TiB']['wall_s'] * 1000:.1f} ms, "
+          f"{scale['1TiB']['steps']} steps; ratio {scale['ratio']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"main_job_wall_s": job_wall, "runs": runs, "bare": bare,
+                                         "scaling": scale}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
