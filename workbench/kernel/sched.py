@@ -156,7 +156,8 @@ class Clock:
 
     def advance(self, t: int) -> None:
         if self._trio_clock is not None and t > self.now:
-            self._trio_clock.jump((t - self.now) / 1e9)
+            # Aim at the absolute time, so float error cannot pile up.
+            self._trio_clock.jump(t / 1e9 - self._trio_clock.current_time())
         self.now = t
 
     def wake_due(self) -> None:
