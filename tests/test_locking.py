@@ -137,5 +137,5 @@ def test_a_killable_writer_that_gives_up_lets_the_readers_behind_it_in(run):
 def test_exit_group_takes_the_other_threads_down(run):
     r = run(scenario("s", process("app", threads=[
         ("main", ['{ sleep = "5ms" }', '{ exit = 3 }']), ("worker", ['{ sleep = "10s" }'])])))
-    exits = {e["thread"]: e["t"] for e in r.of("exit")}
-    assert exits == {"main": 0.005, "worker": 0.005}
+    exits = {e["thread"]: (e["t"], e["code"]) for e in r.of("exit")}
+    assert exits == {"main": (0.005, 3), "worker": (0.005, 3)}

@@ -23,7 +23,8 @@ SCHEMA_VERSION = 1
 EVENTS: dict[str, str] = {
     "header": "First line: schema version, resolved config, package versions, plugins.",
     "fork": "A process started: pid, comm, ppid, uid, oom_score_adj, mm, cgroup, threads.",
-    "exit": "A thread finished do_exit(): pid, tgid, thread, killed (SIGKILL was pending).",
+    "exit": "A thread finished do_exit(): pid, tgid, thread, code (137 after SIGKILL, 139 "
+            "after SIGSEGV, N after exit = N, else 0).",
     "alloc_stall": "An allocation chunk left the slow path: since, stall_s, pages, gfp_mask, "
                    "result ok | failed | open (still stalled when the run ended).",
     "alloc_fail": "The allocator failed a request (warn_alloc_failed's line).",

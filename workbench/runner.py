@@ -58,6 +58,7 @@ class Interrupt:
             if cls.requested:                   # a second Ctrl-C: stop at once
                 raise KeyboardInterrupt
             cls.requested = True
+        cls.requested = False
         try:
             previous = signal.signal(signal.SIGINT, handler)
         except ValueError:                      # not the main thread: leave it alone

@@ -96,9 +96,9 @@ class Kernel:
                               problem=f"internal error: {type(e).__name__}: {e}")
                 self.finish("error")
 
-    def rng(self, pid: int) -> random.Random:
-        """Workload randomness of one process, from the run's seed alone."""
-        return random.Random(f"{self.seed}:{pid}")
+    def rng(self, pid: int, purpose: str) -> random.Random:
+        """Workload randomness of one thread and purpose, from the run's seed alone."""
+        return random.Random(f"{self.seed}:{purpose}:{pid}")
 
     # -- the task list ------------------------------------------------------------
 

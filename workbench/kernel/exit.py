@@ -36,7 +36,6 @@ def release_held_locks(k: Kernel, task: Task) -> None:
 async def do_exit(k: Kernel, task: Task) -> None:
     task.exiting = True                        # exit_signals(): PF_EXITING
     await exit_mm(k, task)
-    killed = task.fatal_signal_pending()
     task.state = TASK_DEAD
     if task.active_mm is not None:             # the lazy-TLB pin, dropped at the last switch
         task.active_mm.mmdrop("active_mm")
@@ -44,7 +43,7 @@ async def do_exit(k: Kernel, task: Task) -> None:
     proc = task.process
     proc.live_threads -= 1
     k.log.emit("exit", pid=task.pid, tgid=proc.pid, comm=proc.comm, thread=task.name,
-               killed=killed)
+               code=proc.exit_code)
     if proc.live_threads == 0:
         _exit_notify(k, proc)
 

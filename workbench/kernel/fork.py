@@ -87,7 +87,7 @@ class Boot:
         for proc, spec in self._specs:
             start = spec.start_ns
             if spec.start_jitter_ns:
-                start += k.rng(proc.pid).randint(0, spec.start_jitter_ns)
+                start += k.rng(proc.pid, "start").randint(0, spec.start_jitter_ns)
             if start == 0:
                 self._fork(proc, spec)
             else:

@@ -111,7 +111,7 @@ class Task:
     def rng(self, k: Kernel) -> random.Random:
         """This thread's workload randomness (sleep jitter)."""
         if self._rng is None:
-            self._rng = k.rng(self.pid)
+            self._rng = k.rng(self.pid, "sleep")
         return self._rng
 
     def fatal_signal_pending(self) -> bool:
