@@ -10,6 +10,7 @@ expectation failed or a run ended in "error"; 2 bad usage or a bad config.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -46,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only this scenario (repeatable)")
     run.add_argument("--out", type=Path, metavar="DIR", help="where the logs go (default: the "
                      "file's `out`, else runs/<file stem>)")
-    run.add_argument("--jobs", type=int, default=1, metavar="N",
-                     help="runs in parallel processes (default 1)")
+    run.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
+                     help="runs in parallel processes (default: one per CPU; the logs are the "
+                          "same whatever N)")
     run.set_defaults(command=cmd_run)
 
     validate = sub.add_parser("validate", help="check an experiment file and its scenarios")

@@ -152,6 +152,7 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
             on_result: Callable[[RunResult], None]) -> list[RunResult]:
     """Every scenario x arm x seed; results come back in that order."""
     todo = [(s, a, seed, out, plugins_desc) for s in scenarios for a in arms for seed in seeds]
+    jobs = min(jobs, len(todo))
     started = time.time()
     results: list[RunResult] = []
     try:
