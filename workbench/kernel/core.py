@@ -205,8 +205,7 @@ class Kernel:
             if mm is None or any(mm is s for s in seen):
                 continue
             seen.append(mm)
-            if not mm.freed:
-                used += mm.anon + mm.shmem + sum(v.shmem_unmapped for v in mm.vmas)
+            used += mm.anon + mm.file + mm.shmem + sum(v.shmem_unmapped for v in mm.vmas)
             if mm.mm_users == 0 and not mm.freed and not self._reaper_holds(mm):
                 held = {who: n for who, n in mm.holders.items() if n}
                 self.log.emit("invariant", problem=f"mm {mm.id} leaked: mm_count {mm.mm_count} "
@@ -216,5 +215,7 @@ class Kernel:
                           f"{used} != managed {self.zone.managed}")
 
     def _reaper_holds(self, mm: Any) -> bool:
-        return mm.holders.get("oom_reaper", 0) > 0 and self.oom_reaper_th is not None \
-            and self.oom_reaper_th.waiting_on != "idle"
+        """The reaper thread is still at work on mm (its pin is not a leak)."""
+        reaper = self.oom_reaper_th
+        return (mm.holders.get("oom_reaper", 0) > 0 and reaper is not None
+                and reaper.waiting_on != "idle")

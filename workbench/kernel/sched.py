@@ -146,7 +146,11 @@ class Clock:
         """Park a helper task that is not a simulated thread (process start-up)."""
         entry = [t, next(self._seq), current_task(), True]
         heapq.heappush(self._heap, entry)
-        await wait_task_rescheduled(lambda _: Abort.SUCCEEDED)
+
+        def abort(_raise_cancel: object) -> Abort:
+            entry[3] = False
+            return Abort.SUCCEEDED
+        await wait_task_rescheduled(abort)
 
     def next_event(self) -> int | None:
         heap = self._heap
@@ -171,7 +175,8 @@ class Clock:
     async def drive(self) -> None:
         """Advance virtual time whenever every simulated task is blocked; end
         the run at the time limit, or when nothing can ever happen again."""
-        self._trio_clock = trio.lowlevel.current_clock()  # keep trio.current_time() virtual
+        clock = trio.lowlevel.current_clock()   # keep trio.current_time() virtual if we can
+        self._trio_clock = clock if isinstance(clock, trio.testing.MockClock) else None
         limit = self.k.limits.time_ns
         wait_idle = trio.testing.wait_all_tasks_blocked
         while True:
