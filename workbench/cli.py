@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     except PluginError as e:
         print(f"workbench: {e}", file=sys.stderr)
         return EXIT_USAGE
-    return args.command(args, plugins, parser)
+    try:
+        return args.command(args, plugins, parser)
+    except BrokenPipeError:            # `workbench ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,7 +127,7 @@ def cmd_plugins(args: argparse.Namespace, plugins: Plugins, parser: argparse.Arg
                            ("vma_filter", "VMA filters")):
         print(f"{title}:")
         for name, cls in sorted(reg.policies[concern].items()):
-            doc = (cls.__doc__ or "").strip().split("\n")[0]
+            doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())   # first paragraph
             print(f"  {name:<12} {doc}  [{reg.owner[concern, name]}]")
             for field, info in cls.Options.model_fields.items():
                 print(f"  {'':<12}   option {field} = {info.default!r}: {info.description or ''}")
