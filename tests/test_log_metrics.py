@@ -47,6 +47,10 @@ def test_recovery_is_the_first_moment_after_the_first_oom_with_no_stall():
     ([{"event": "lock_wait", "t": 20, "tgid": 5, "wait_s": 15}], "hang"),
     ([{"event": "out_of_memory", "t": 1}, {"event": "kill", "t": 1, "tgid": 5, "comm": "v"},
       {"event": "lock_wait", "t": 20, "tgid": 5, "wait_s": 15}], "recovered"),   # killed: no hang
+    ([{"event": "lock_wait", "t": 16, "tgid": 5, "wait_s": 15},                  # ended before
+      {"event": "kill", "t": 17, "tgid": 5, "comm": "v"}], "hang"),               # the kill
+    ([{"event": "exit_group", "t": 1, "tgid": 5},
+      {"event": "lock_wait", "t": 20, "tgid": 5, "wait_s": 15}], "no-oom"),
     ([{"event": "out_of_memory", "t": 1}, stall(0, 9.9)], "recovered"),
     ([stall(0, 9.9)], "no-oom"),
 ])

@@ -50,6 +50,7 @@ EVENTS: dict[str, str] = {
     "exit_mmap": "An address space was torn down: freed_kb, in whose context.",
     "lock_wait": "A thread waited for a lock: lock, since, wait_s, result.",
     "segv": "A fault outside its VMA: the process gets SIGSEGV.",
+    "exit_group": "A thread called exit_group(): its process's other threads are killed.",
     "task_state": "At the end of the run, one line per live thread: state, waiting_on, since.",
     "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
     "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",

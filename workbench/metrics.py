@@ -22,7 +22,7 @@ class Metrics:
         self.kills = 0
         self.killed: list[str] = []
         self.killed_sharers: list[str] = []
-        self.killed_tgids: dict[int, None] = {}
+        self.fatal_at: dict[int, float] = {}            # tgid -> when a fatal signal came
         self.stalls: list[tuple[float, float]] = []   # (since, end); end inf when open
         self.max_stall = 0.0
         self.reaped_kb = 0
@@ -33,7 +33,7 @@ class Metrics:
         self.invariant_violations = 0
         self.panicked = False
         self.errors: list[str] = []
-        self.waits: list[tuple[int, float]] = []       # (tgid, wait_s) of lock waits
+        self.waits: list[tuple[int, float, float]] = []   # (tgid, wait_s, end) of lock waits
         self.memcg_stalls: dict[str, list[float]] = {}
         self.end = 0.0
         self._handlers = {name[3:]: getattr(self, name) for name in dir(self)
@@ -61,11 +61,20 @@ class Metrics:
     def on_kill(self, e: dict) -> None:
         self.kills += 1
         self.killed.append(e["comm"])
-        self.killed_tgids[e["tgid"]] = None
+        self._fatal(e)
 
     def on_kill_sharer(self, e: dict) -> None:
         self.killed_sharers.append(e["comm"])
-        self.killed_tgids[e["tgid"]] = None
+        self._fatal(e)
+
+    def on_segv(self, e: dict) -> None:
+        self._fatal(e)
+
+    def on_exit_group(self, e: dict) -> None:
+        self._fatal(e)
+
+    def _fatal(self, e: dict) -> None:
+        self.fatal_at.setdefault(e["tgid"], e["t"])
 
     def on_alloc_stall(self, e: dict) -> None:
         end = math.inf if e["result"] == "open" else e["t"]
@@ -90,7 +99,7 @@ class Metrics:
         self.exit_freed_kb += e["freed_kb"]
 
     def on_lock_wait(self, e: dict) -> None:
-        self.waits.append((e["tgid"], e["wait_s"]))
+        self.waits.append((e["tgid"], e["wait_s"], e["t"]))
 
     def on_invariant(self, e: dict) -> None:
         self.invariant_violations += 1
@@ -124,8 +133,10 @@ class Metrics:
             return "panic"
         if self.max_stall >= self.stall_limit:
             return "lockup"
-        if any(wait >= self.stall_limit and tgid not in self.killed_tgids
-               for tgid, wait in self.waits):
+        # A killed thread stuck for ever makes no hang: a wait still going on
+        # when its process got a fatal signal is excused.
+        if any(wait >= self.stall_limit and self.fatal_at.get(tgid, math.inf) > end
+               for tgid, wait, end in self.waits):
             return "hang"
         return "recovered" if self.oom_invocations else "no-oom"
 

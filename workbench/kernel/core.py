@@ -41,10 +41,13 @@ class Kernel:
         self.fault_chunk = m.chunk(m.fault_rate)
         self.exit_chunk = m.chunk(m.exit_rate)
         self.reap_chunk = m.chunk(m.reap_rate)
-        hugetlb_pool = sum(v.size for p in scenario.processes for v in p.vmas
-                           if v.kind == "hugetlb")
-        managed = m.memory // 4096 - hugetlb_pool
+        managed = m.memory // 4096
         self.zone = Zone(self, managed, m.min_free_kbytes or min_free_kbytes_for(kb(managed)))
+        # Persistent hugetlb pages are taken from the buddy allocator at boot
+        # (hugetlb_init, after the watermarks are set) and never come back.
+        self.zone.hugetlb = sum(v.size for p in scenario.processes for v in p.vmas
+                                if v.kind == "hugetlb")
+        self.zone.free -= self.zone.hugetlb
         self.oom_lock = Mutex(self, "oom_lock")
         self.memcgs = memcontrol.setup(self, scenario.cgroups)
         self.mutexes: dict[str, Mutex] = {}        # the workload's kernel mutexes, by name
@@ -70,7 +73,10 @@ class Kernel:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._guard, self.clock.drive)
-            self._boot.start(nursery)
+            try:
+                self._boot.start(nursery)
+            except Halt:                        # finish() has run: the nursery is cancelled
+                pass
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         self._nursery.start_soon(self._guard, fn, *args)
@@ -96,9 +102,10 @@ class Kernel:
                               problem=f"internal error: {type(e).__name__}: {e}")
                 self.finish("error")
 
-    def rng(self, pid: int, purpose: str) -> random.Random:
-        """Workload randomness of one thread and purpose, from the run's seed alone."""
-        return random.Random(f"{self.seed}:{purpose}:{pid}")
+    def rng(self, name: str, purpose: str) -> random.Random:
+        """Workload randomness of one thread and purpose, from the run's seed
+        alone: keyed by name, since pids differ between arms (the reaper kthread)."""
+        return random.Random(f"{self.seed}:{purpose}:{name}")
 
     # -- the task list ------------------------------------------------------------
 
@@ -157,6 +164,12 @@ class Kernel:
         if not self.halting:
             raise Halt(what)
 
+    def scenario_error(self, problem: str) -> None:
+        """The scenario asked for something that cannot happen; found at run time."""
+        self.log.emit("error", policy="", hook="", problem=f"scenario: {problem}")
+        self.finish("error")
+        raise Halt(problem)
+
     def panic(self, msg: str) -> None:
         self.log.emit("panic", msg=f"Kernel panic - not syncing: {msg}")
         self.finish("panic")
@@ -179,37 +192,52 @@ class Kernel:
                           state=t.state, waiting_on=t.waiting_on,
                           since=seconds(t.wait_since) if t.waiting_on else None,
                           tif_memdie=t.tif_memdie, killed=t.process.group_exit)
+        self._check_mm_refs()
         if reason == "idle" and not any(self.user_threads()):
-            self._check_accounting()            # nothing can be in flight any more
+            self._check_pages()
         self.halt()
 
     def halt(self) -> None:
         """Stop every task: cancel them all, and end the D-state waits that
         already refused a SIGKILL (Trio will not ask them twice)."""
+        if self.halting:
+            return
         self.halting = True
         self.log.enabled = False
-        for task, on_abort in list(self.refused_aborts.items()):
-            on_abort()
-            trio.lowlevel.reschedule(task.trio_task, outcome.Error(Halt("end of run")))
-        self.refused_aborts.clear()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        try:
+            for task, on_abort in list(self.refused_aborts.items()):
+                on_abort()
+                trio.lowlevel.reschedule(task.trio_task, outcome.Error(Halt("end of run")))
+            self.refused_aborts.clear()
+        finally:
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
 
-    def _check_accounting(self) -> None:
-        """Every page is free or accounted somewhere; every mm_struct whose
-        users are gone has been freed unless the reaper still holds it."""
-        used = self.zone.kernel + self.zone.pgtables + self.memcgs.page_cache()
-        seen: list = []
+    def _all_mms(self) -> list:
+        mms: list = []
         for p in self._boot.all_processes:
-            mm = p.mm
-            if mm is None or any(mm is s for s in seen):
+            if p.mm is not None and not any(p.mm is m for m in mms):
+                mms.append(p.mm)
+        return mms
+
+    def _check_mm_refs(self) -> None:
+        """Every mm_struct whose users are gone has been freed, unless someone
+        still at work holds it: the reaper, or a thread still in do_exit()."""
+        for mm in self._all_mms():
+            if mm.mm_users or mm.freed or self._reaper_holds(mm) or any(
+                    t.active_mm is mm for t in self.for_each_thread()):
                 continue
-            seen.append(mm)
+            held = {who: n for who, n in mm.holders.items() if n}
+            self.log.emit("invariant", problem=f"mm {mm.id} leaked: mm_count {mm.mm_count} "
+                          f"held by {held}")
+
+    def _check_pages(self) -> None:
+        """Every page is free or accounted somewhere (only once nothing is in
+        flight: an allocation holds pages it has not accounted yet)."""
+        used = (self.zone.kernel + self.zone.pgtables + self.zone.hugetlb
+                + self.memcgs.page_cache())
+        for mm in self._all_mms():
             used += mm.anon + mm.file + mm.shmem + sum(v.shmem_unmapped for v in mm.vmas)
-            if mm.mm_users == 0 and not mm.freed and not self._reaper_holds(mm):
-                held = {who: n for who, n in mm.holders.items() if n}
-                self.log.emit("invariant", problem=f"mm {mm.id} leaked: mm_count {mm.mm_count} "
-                              f"held by {held}")
         if used + self.zone.free != self.zone.managed:
             self.log.emit("invariant", problem=f"page accounting: free {self.zone.free} + used "
                           f"{used} != managed {self.zone.managed}")

@@ -65,6 +65,9 @@ async def exit_mm(k: Kernel, task: Task) -> None:
 
 def _exit_notify(k: Kernel, proc: object) -> None:
     """The last thread is gone: children go to init, the process leaves the list."""
+    if proc is k.init:
+        code = proc.exit_code - 128 if proc.exit_code > 128 else proc.exit_code << 8
+        k.panic(f"Attempted to kill init! exitcode=0x{code:08x}")
     for child in proc.children:
         child.parent = k.init
         k.init.children.append(child)

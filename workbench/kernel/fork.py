@@ -33,9 +33,10 @@ class Boot:
         self.all_processes: list[Process] = []
         self.by_name: dict[str, Process] = {}
         self._specs: list[tuple[Process, ProcessSpec]] = []
+        self._spec_of: dict[str, ProcessSpec] = {}
         specs = list(k.scenario.processes)
         declared_init = next((s for s in specs if s.init), None)
-        self.init = self._build(declared_init, 1) if declared_init else self._implicit_init()
+        self.init = self._create(declared_init, 1) if declared_init else self._implicit_init()
         next_pid = 2
         if k.policies.reaper_enabled():
             k.oom_reaper_th = oom_kill.oom_init(k, next_pid)
@@ -43,8 +44,10 @@ class Boot:
             next_pid += 1
         for spec in specs:
             if spec is not declared_init:
-                proc = self._build(spec, next_pid)
-                next_pid += len(proc.threads)
+                next_pid += len(self._create(spec, next_pid).threads)
+        # Parents and shared mms may come later in the file: link once all exist.
+        for proc, spec in self._specs:
+            self._link(proc, spec)
 
     def _implicit_init(self) -> Process:
         """pid 1 when the scenario declares none: asleep for ever, unkillable."""
@@ -58,40 +61,67 @@ class Boot:
         self.by_name["init"] = init
         return init
 
-    def _build(self, spec: ProcessSpec, pid: int) -> Process:
-        k = self.k
-        parent = self.by_name.get(spec.parent) if spec.parent else None
-        proc = Process(pid, spec.name, uid=spec.uid, oom_score_adj=0, parent=parent,
+    def _create(self, spec: ProcessSpec, pid: int) -> Process:
+        """The process with its pid and threads; an mm of its own unless it
+        uses another's (CLONE_VM, vfork, a use_mm kthread)."""
+        proc = Process(pid, spec.name, uid=spec.uid, oom_score_adj=0, parent=None,
                        kthread=spec.kthread, init=spec.init, vfork=spec.vfork,
-                       cgroup=k.memcgs.get(spec.cgroup))
-        if spec.shares_mm_with:
-            proc.mm = self.by_name[spec.shares_mm_with].mm
-        elif spec.kthread:
-            proc.mm = None
-        else:
-            proc.mm = MmStruct(k, pid, [Vma(v.name, v.kind, v.size, locked=v.locked,
-                                            shared=v.shared) for v in spec.vmas])
+                       cgroup=self.k.memcgs.get(spec.cgroup))
+        if not spec.shares_mm_with and not spec.kthread:
+            proc.mm = MmStruct(self.k, pid, [Vma(v.name, v.kind, v.size, locked=v.locked,
+                                                 shared=v.shared) for v in spec.vmas])
             proc.mm.memcg = proc.cgroup
         for i, t in enumerate(spec.threads):
             Task(pid + i, proc, t.name, proc.mm)
         self.all_processes.append(proc)
         self.by_name[spec.name] = proc
+        self._spec_of[spec.name] = spec
         self._specs.append((proc, spec))
         return proc
+
+    def _link(self, proc: Process, spec: ProcessSpec) -> None:
+        if spec.parent:
+            proc.parent = self.by_name[spec.parent]
+        if spec.shares_mm_with:
+            owner = spec.shares_mm_with
+            while owner in self._spec_of and self._spec_of[owner].shares_mm_with:
+                owner = self._spec_of[owner].shares_mm_with      # validation forbids cycles
+            proc.mm = self.by_name[owner].mm
+            for t in proc.threads:
+                t.mm = proc.mm
 
     def start(self, nursery: trio.Nursery) -> None:
         k = self.k
         if k.oom_reaper_th is not None:
             k.processes.append(k.oom_reaper_th.process)
             k.spawn(oom_kill.oom_reaper, k, k.oom_reaper_th)
-        for proc, spec in self._specs:
+        for proc, spec in self._fork_order():
             start = spec.start_ns
             if spec.start_jitter_ns:
-                start += k.rng(proc.pid, "start").randint(0, spec.start_jitter_ns)
+                start += k.rng(proc.comm, "start").randint(0, spec.start_jitter_ns)
             if start == 0:
                 self._fork(proc, spec)
             else:
                 k.spawn(self._fork_at, proc, spec, start)
+
+    def _fork_order(self) -> list[tuple[Process, ProcessSpec]]:
+        """File order, except that a parent or mm owner forks before the
+        processes that need it (it is the one that clones them)."""
+        done: dict[str, None] = {}
+        order: list[tuple[Process, ProcessSpec]] = []
+
+        def visit(proc: Process, spec: ProcessSpec) -> None:
+            if spec.name in done:
+                return
+            done[spec.name] = None
+            for ref in (spec.parent, spec.shares_mm_with):
+                if ref in self._spec_of:
+                    visit(self.by_name[ref], self._spec_of[ref])
+            order.append((proc, spec))
+
+        for proc, spec in self._specs:
+            visit(proc, spec)
+        return order
 
     async def _fork_at(self, proc: Process, spec: ProcessSpec, start: int) -> None:
         await self.k.clock.wait_until(start)
@@ -100,7 +130,10 @@ class Boot:
     def _fork(self, proc: Process, spec: ProcessSpec) -> None:
         """copy_process(): the process joins the task list and its threads run."""
         k = self.k
-        if proc.parent is None and not proc.init and not proc.kthread:
+        if spec.shares_mm_with and (proc.mm.freed or proc.mm.mm_users == 0):
+            k.scenario_error(f"process {proc.comm} starts after the users of the mm it shares "
+                             f"with {spec.shares_mm_with} have exited")
+        if (proc.parent is None or not proc.parent.alive) and not proc.init and not proc.kthread:
             proc.parent = self.init
         if proc.parent is not None:
             proc.parent.children.append(proc)
@@ -135,7 +168,7 @@ def _populate(k: Kernel, proc: Process, spec: ProcessSpec) -> None:
         ptes = mm.add_pages(vma, v.resident)
         vma.dirty = v.dirty
         if vma.hugetlb_page:
-            continue                  # preallocated pool pages, outside the zone
+            continue                  # from the hugetlb pool reserved at boot
         need = v.resident + ptes
         if k.zone.take(need, -1) < need:
             k.violation(f"process {proc.comm}: resident memory of vma {vma.name} does not "

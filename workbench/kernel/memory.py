@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from workbench.kernel import gfp as GFP
 from workbench.kernel import memcontrol, oom_kill, page_alloc, signal
 from workbench.kernel.mm import MmStruct, Vma
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
@@ -37,8 +38,17 @@ async def fault_in(k: Kernel, task: Task, vma: Vma, pages: int, gfp: int) -> Non
             break
         remaining -= mapped
         if mapped < n:
+            if _enomem(task, vma, gfp):
+                break
             await pagefault_out_of_memory(k, task)
     memcontrol.end_stall(k, task, ok=False)              # killed while over the limit
+
+
+def _enomem(task: Task, vma: Vma, gfp: int) -> bool:
+    """A charge without __GFP_FS stands for a charge from kernel context:
+    4.5 arms memcg OOM only in user faults, so it fails with -ENOMEM and the
+    step fails (KERNEL.md §7a note 3).  Any other shortfall is VM_FAULT_OOM."""
+    return not GFP.fs_allowed(gfp) and task.memcg_oom is None and not vma.hugetlb_page
 
 
 async def handle_mm_fault(k: Kernel, task: Task, vma: Vma, n: int, gfp: int) -> int:
@@ -67,10 +77,20 @@ async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: in
     ptes = mm.ptes_for(vma, n)
     got = await page_alloc.alloc_pages(k, task, n + ptes, gfp)
     data = max(0, got - ptes)
-    charged = await memcontrol.try_charge(k, task, mm.memcg, data, gfp, may_oom=True)
+    charged = await memcontrol.try_charge(k, task, mm.memcg, data, gfp,
+                                          may_oom=GFP.fs_allowed(gfp))
+    # Another thread may have faulted into the VMA meanwhile: stay inside it.
+    room = vma.size - (vma.resident + vma.shmem_unmapped)
+    if charged > room:
+        memcontrol.uncharge(k, mm.memcg, charged - room)
+        charged = room
     new_ptes = mm.add_pages(vma, charged)
     k.zone.pgtables += new_ptes
-    k.zone.give(got - charged - new_ptes)                # pages not used after all
+    spare = got - charged - new_ptes                     # pages not used after all
+    if spare >= 0:
+        k.zone.give(spare)
+    elif k.zone.take(-spare, page_alloc.NO_WATERMARKS) < -spare:
+        k.violation(f"no free page left for {mm.id}'s page tables")
     return charged
 
 

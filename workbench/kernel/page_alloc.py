@@ -41,6 +41,7 @@ class Zone:
         self.wmark_high = self.wmark_min + self.wmark_min // 2
         self.kernel = 0        # kalloc: slab and other kernel pages
         self.pgtables = 0      # page-table pages
+        self.hugetlb = 0       # the persistent hugetlb pool
 
     def take(self, n: int, mark: int) -> int:
         """Grant up to n order-0 pages, each while free > mark
@@ -135,8 +136,8 @@ async def __alloc_pages_may_oom(k: Kernel, task: Task, n: int, gfp: int) -> tupl
     try:
         # One more try at the high watermark, only to catch a parallel kill.
         got = k.zone.take(n, k.zone.wmark_high)
-        if got == n:
-            return got, True
+        if got:
+            return got, True            # this page is allocated: no kill on its behalf
         # (PF_DUMPCORE's early exit is not reachable: core dumps are not modelled.)
         if not GFP.nofail(gfp) and not GFP.fs_allowed(gfp):
             return got, True            # no OOM kill for !__GFP_FS: keep looping "as per tradition"

@@ -111,7 +111,7 @@ class Task:
     def rng(self, k: Kernel) -> random.Random:
         """This thread's workload randomness (sleep jitter)."""
         if self._rng is None:
-            self._rng = k.rng(self.pid, "sleep")
+            self._rng = k.rng(f"{self.comm}/{self.name}", "sleep")
         return self._rng
 
     def fatal_signal_pending(self) -> bool:
@@ -135,7 +135,7 @@ class Clock:
     async def sleep(self, task: Task, ns: int, state: str, what: str = "sleep") -> bool:
         """schedule_timeout(): True when the time passed, False when a fatal
         signal cut a killable sleep short."""
-        entry = [self.now + ns, next(self._seq), task.trio_task, True]
+        entry = [self.now + ns, next(self._seq), task, True]
         heapq.heappush(self._heap, entry)
 
         def cancel() -> None:
@@ -144,7 +144,7 @@ class Clock:
 
     async def wait_until(self, t: int) -> None:
         """Park a helper task that is not a simulated thread (process start-up)."""
-        entry = [t, next(self._seq), current_task(), True]
+        entry = [t, next(self._seq), current_task(), True]     # a Trio task, not a Task
         heapq.heappush(self._heap, entry)
 
         def abort(_raise_cancel: object) -> Abort:
@@ -170,7 +170,10 @@ class Clock:
             entry = heapq.heappop(heap)
             if entry[3]:
                 entry[3] = False
-                reschedule(entry[2])
+                if isinstance(entry[2], Task):
+                    wake_up_task(self.k, entry[2])
+                else:
+                    reschedule(entry[2])
 
     async def drive(self) -> None:
         """Advance virtual time whenever every simulated task is blocked; end
@@ -181,7 +184,11 @@ class Clock:
         wait_idle = trio.testing.wait_all_tasks_blocked
         while True:
             await wait_idle()
-            self.k.check_interrupt()
+            try:
+                self.k.check_interrupt()
+            except KeyboardInterrupt:
+                self.k.halt()          # so that D-state waits give way to the cancellation
+                raise
             t = self.next_event()
             if t is None:
                 # Everything waits on something nobody will do: a deadlock, or
@@ -225,6 +232,13 @@ async def block(k: Kernel, task: Task, state: str, what: str,
     return True
 
 
+def wake_up_task(k: Kernel, task: Task) -> None:
+    """try_to_wake_up(): every waker comes here, so that a woken task is no
+    longer among the D-state waits the end of a run must break."""
+    k.refused_aborts.pop(task, None)
+    reschedule(task.trio_task)
+
+
 class WaitQueue:
     """wait_queue_head_t: FIFO waiters, woken explicitly."""
 
@@ -246,7 +260,8 @@ class WaitQueue:
         self._waiters.append(item)
 
         def dequeue() -> None:
-            self._waiters.remove(item)
+            if item in self._waiters:
+                self._waiters.remove(item)
         return await block(self.k, task, state, what, dequeue)
 
     def first(self) -> tuple[Task, object] | None:
@@ -254,7 +269,7 @@ class WaitQueue:
 
     def wake_up_first(self) -> tuple[Task, object]:
         item = self._waiters.popleft()
-        reschedule(item[0].trio_task)
+        wake_up_task(self.k, item[0])
         return item
 
     def wake_up_all(self) -> None:
@@ -265,4 +280,4 @@ class WaitQueue:
         """Wake the waiters whose token matches (a custom wake function)."""
         for item in [w for w in self._waiters if match(w[1])]:
             self._waiters.remove(item)
-            reschedule(item[0].trio_task)
+            wake_up_task(self.k, item[0])

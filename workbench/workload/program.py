@@ -194,7 +194,8 @@ class Exit:
     code: int
 
     async def run(self, k: Kernel, task: Task) -> None:
-        signal.group_exit(k, task.process, self.code)     # exit_group()
+        k.log.emit("exit_group", pid=task.pid, tgid=task.tgid, comm=task.comm, code=self.code)
+        signal.group_exit(k, task.process, self.code)
 
     def to_json(self) -> dict[str, Any]:
         return {"exit": self.code}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from workbench import config as C
+from workbench.kernel import gfp as GFP
 from workbench.units import PAGE_SIZE, pages
 from workbench.workload import program as P
 from workbench.workload.spec import (CgroupSpec, LimitsSpec, MachineSpec, ProcessSpec,
@@ -174,7 +175,18 @@ class _Processes:
         if sum(p.init for _, _, p in self.entries) > 1:
             self.problem("process", "more than one process has init = true")
         self._check_sharing_cycles()
+        self._check_start_order(out)
         return tuple(out)
+
+    def _check_start_order(self, specs: list[ProcessSpec]) -> None:
+        """A parent forks its children, and a CLONE_VM sharer needs the mm's
+        owner: neither may start later than the process it needs."""
+        starts = {s.name: s.start_ns + s.start_jitter_ns for s in specs}
+        for (name, i, _), s in zip(self.entries, specs):
+            for key, ref in (("parent", s.parent), ("shares_mm_with", s.shares_mm_with)):
+                if ref in starts and starts[ref] > s.start_ns:
+                    self.problem(f"process[{i}].{key}", f"{ref!r} starts after {name!r}, "
+                                 "which needs it at its start")
 
     def _process(self, name: str, where: str, p: C.Process) -> ProcessSpec:
         problem = self.problem
@@ -290,6 +302,10 @@ class _Steps:
         if isinstance(s, (C.AllocStep, C.FreeStep)) and s.vma not in self.vmas:
             self.problem(f"{path}.vma", f"no vma named {s.vma!r} in this process's mm")
         if isinstance(s, C.AllocStep):
+            if not GFP.can_direct_reclaim(s.gfp):
+                self.problem(f"{path}.gfp", "a page fault may sleep: expected flags that can "
+                                            "reclaim, such as GFP_KERNEL (atomic allocations "
+                                            "are kalloc steps)")
             return P.Alloc(pages(s.alloc), s.vma, s.gfp)
         if isinstance(s, C.KallocStep):
             return P.Kalloc(pages(s.kalloc), s.gfp)
@@ -332,14 +348,19 @@ class _Steps:
             self.problem(f"{path}.do", "the body must release every lock it takes (and no other)")
             held[:] = before
         if s.repeat == "forever" and not _takes_time(body):
-            self.problem(f"{path}.do", 'a repeat = "forever" body needs a step that takes '
-                                       'virtual time (alloc, kalloc, free or a sleep)')
+            self.problem(f"{path}.do", 'a repeat = "forever" body needs a step that always '
+                                       'takes virtual time: a sleep, or an alloc or kalloc '
+                                       'that may reclaim')
         return P.Repeat(None if s.repeat == "forever" else s.repeat, body)
 
 
 def _takes_time(body: tuple) -> bool:
+    """Whether every pass through body advances virtual time: a sleep, or an
+    allocation that faults pages in (paying fault_rate) or reclaims (paying
+    reclaim_round) - never one that can fail at once, nor a munmap of nothing."""
     for step in body:
-        if isinstance(step, (P.Alloc, P.Kalloc, P.Free)) and step.pages > 0:
+        if (isinstance(step, (P.Alloc, P.Kalloc)) and step.pages > 0
+                and GFP.can_direct_reclaim(step.gfp)):
             return True
         if isinstance(step, P.Sleep) and step.ns > 0:
             return True
