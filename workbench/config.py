@@ -17,9 +17,8 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializ
                       PlainValidator, Tag, ValidationError, field_validator)
 
 from workbench.kernel.gfp import parse_gfp
+from workbench.metrics import OUTCOMES
 from workbench.units import Duration, parse_duration, parse_rate, parse_size
-
-OUTCOMES = ("error", "panic", "lockup", "hang", "recovered", "no-oom")
 
 
 class ConfigError(Exception):

@@ -80,7 +80,7 @@ def _load_scenarios(path: Path, exp: C.ExperimentFile, arms: list[str], presets:
                     problems: list[str]) -> list[ScenarioSpec]:
     out = []
     for i, data in enumerate(exp.scenario):
-        out.append((data, f"{path}", f"scenario[{i}].", path.name))
+        out.append((data, str(path), f"scenario[{i}].", path.name))
     for file in C.expand_scenario_globs(path, exp.scenarios, problems):
         data = C.read_toml(file, problems)
         if data is not None:
