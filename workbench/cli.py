@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only this scenario (repeatable)")
     run.add_argument("--out", type=Path, metavar="DIR", help="where the logs go (default: the "
                      "file's `out`, else runs/<file stem>)")
-    run.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), metavar="N",
+    run.add_argument("--jobs", type=int, default=_cpus(), metavar="N",
                      help="runs in parallel processes (default: one per CPU; the logs are the "
                           "same whatever N)")
     run.set_defaults(command=cmd_run)
@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plugins, policies and presets")
     plugins.set_defaults(command=cmd_plugins)
     return p
+
+
+def _cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _load(path: Path, plugins: Plugins) -> Experiment | None:
