@@ -2,8 +2,9 @@
 
 Every page a process faults in or allocates is charged to its cgroup; pages
 freed, reaped or unmapped at exit are uncharged (page cache stays charged
-until reclaimed).  A charge over memory_max reclaims within the cgroup and
-retries 5 times, then:
+until reclaimed).  A charge over memory_max reclaims within the cgroup:
+once, once more after draining the per-cpu stocks, then 5 retries (7 rounds
+with no progress), then:
 - tasks with TIF_MEMDIE, a fatal signal or PF_EXITING force the charge;
 - a user page fault records a memcg OOM and fails with VM_FAULT_OOM; at the
   end of the fault mem_cgroup_oom_synchronize() lets one task per cgroup run
@@ -149,6 +150,7 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
                   may_oom: bool) -> int:
     got = 0
     retries = MEM_CGROUP_RECLAIM_RETRIES
+    drained = False
     while True:
         fit = min(n - got, memcg.margin())
         memcg.usage += fit
@@ -165,6 +167,9 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
             return _nomem(k, task, memcg, got, n)
         reclaimed = await vmscan.try_to_free_pages(k, task, n - got, memcg)
         if memcg.margin() >= n - got:
+            continue
+        if not drained:                # drain_all_stock(): frees nothing here, but retries
+            drained = True
             continue
         if GFP.noretry(gfp):
             return _nomem(k, task, memcg, got, n)
