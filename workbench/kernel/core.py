@@ -37,7 +37,6 @@ class Kernel:
         self.check_interrupt = check_interrupt      # raises KeyboardInterrupt after Ctrl-C
         self.clock = Clock(self)
         self.jiffy_ns = m.jiffy_ns
-        self.reclaim_round_ns = m.reclaim_round_ns
         self.fault_chunk = m.chunk(m.fault_rate)
         self.exit_chunk = m.chunk(m.exit_rate)
         self.reap_chunk = m.chunk(m.reap_rate)
@@ -49,11 +48,10 @@ class Kernel:
                                 if v.kind == "hugetlb")
         self.zone.free -= self.zone.hugetlb
         self.oom_lock = Mutex(self, "oom_lock")
-        self.memcgs = memcontrol.setup(self, scenario.cgroups)
+        self.memcgs = memcontrol.Memcgs(self, scenario.cgroups)
         self.mutexes: dict[str, Mutex] = {}        # the workload's kernel mutexes, by name
         self.file_vmas: list = []                  # (mm, vma) of mapped files, for reclaim
         self.processes: list[Process] = []         # the task list, in fork order
-        self.oom_victims = 0
         # DEFAULT_RATELIMIT_INTERVAL (5 * HZ), DEFAULT_RATELIMIT_BURST (10)
         self.oom_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
         self.nopage_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from workbench.kernel import fork, oom_kill
-from workbench.kernel.locking import Mutex
 from workbench.kernel.sched import TASK_DEAD, TASK_UNINTERRUPTIBLE, Task
 
 if TYPE_CHECKING:
@@ -24,13 +23,7 @@ def release_held_locks(k: Kernel, task: Task) -> None:
     """A thread leaving its program drops the kernel locks it still holds,
     as a killed task does when its system call unwinds, before exit_mm()."""
     while task.held_locks:
-        lock = task.held_locks.pop()
-        if isinstance(lock, Mutex):
-            lock.unlock(task)
-        elif lock.writer is task:
-            lock.up_write(task)
-        else:
-            lock.up_read()
+        task.held_locks.pop().release(task)
 
 
 async def do_exit(k: Kernel, task: Task) -> None:

@@ -43,6 +43,10 @@ class Mutex:
         self.k.lock_waited(task, f"mutex:{self.name}", since, acquired)
         return acquired
 
+    def release(self, task: Task) -> None:
+        """What a killed thread's unwinding calls on each lock it holds."""
+        self.unlock(task)
+
     def unlock(self, task: Task) -> None:
         if self.owner is not task:
             self.k.violation(f"mutex {self.name} released by {task.pid} which does not hold it")
@@ -95,6 +99,13 @@ class RwSemaphore:
             self.readers = 0
             self.k.violation(f"{self.name} up_read without a reader")
         self._wake()
+
+    def release(self, task: Task) -> None:
+        """up_write() or up_read(), whichever task holds."""
+        if self.writer is task:
+            self.up_write(task)
+        else:
+            self.up_read()
 
     def up_write(self, task: Task) -> None:
         if self.writer is not task:

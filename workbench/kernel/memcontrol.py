@@ -87,10 +87,6 @@ class Memcgs:
         return sum(c.cache_clean + c.cache_dirty for c in self.scope(None))
 
 
-def setup(k: Kernel, specs: tuple[CgroupSpec, ...]) -> Memcgs:
-    return Memcgs(k, specs)
-
-
 def attach(k: Kernel, proc: Process) -> None:
     """A process without a cgroup lives in the root."""
     if proc.cgroup is None:
@@ -112,6 +108,12 @@ def uncharge(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
     if memcg.usage < 0:
         k.violation(f"memcg {memcg.name or '/'} usage below 0")
     memcg_oom_recover(k, memcg)
+
+
+def free_pages(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
+    """Give n pages back to the zone and uncharge them (release_pages())."""
+    k.zone.give(n)
+    uncharge(k, memcg, n)
 
 
 def page_cache_add(memcg: MemCgroup | None, clean: int = 0, dirty: int = 0) -> None:
@@ -231,7 +233,7 @@ async def mem_cgroup_out_of_memory(k: Kernel, task: Task, memcg: MemCgroup, gfp:
     try:
         if task.fatal_signal_pending() or oom_kill.task_will_free_mem(task):
             oom_kill.mark_oom_victim(k, task, "shortcut")
-            oom_kill._log_invocation(k, task, gfp, memcg, "shortcut")
+            oom_kill.log_invocation(k, task, gfp, memcg, "shortcut")
             return
         oc = OomControl(task, gfp, 0, memcg.limit or 1, memcg, k)
         await oom_kill.select_and_kill(k, oc, "Memory cgroup out of memory")

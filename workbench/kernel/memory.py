@@ -127,8 +127,7 @@ def zap(k: Kernel, mm: MmStruct, vma: Vma, details: ZapDetails | None, budget: i
     n = min(budget, vma.anon)
     if n:
         mm.sub_anon(vma, n)
-        k.zone.give(n)
-        memcontrol.uncharge(k, memcg, n)
+        memcontrol.free_pages(k, memcg, n)
         done += n
         freed += n
     clean = vma.file - vma.dirty
@@ -148,8 +147,7 @@ def zap(k: Kernel, mm: MmStruct, vma: Vma, details: ZapDetails | None, budget: i
         mm.sub_shmem(vma, n)
         done += n
         if details is EXIT:                              # the mapping and its object go
-            k.zone.give(n)
-            memcontrol.uncharge(k, memcg, n)
+            memcontrol.free_pages(k, memcg, n)
             freed += n
         else:
             vma.shmem_unmapped += n                      # the shm object still holds them

@@ -85,7 +85,6 @@ class MmStruct:
         self.nr_ptes = self.nr_pmds = 0
         self.freed = False
         self.memcg = None                # mm->owner's memory cgroup
-        self.core_state = None
 
     # -- counters -------------------------------------------------------------
 

@@ -46,8 +46,7 @@ def _unmap_chunk(k: Kernel, mm: MmStruct, vma: Vma, budget: int) -> tuple[int, i
     n = min(budget - done, vma.shmem_unmapped)
     if n:
         vma.shmem_unmapped -= n
-        k.zone.give(n)
-        memcontrol.uncharge(k, mm.memcg, n)
+        memcontrol.free_pages(k, mm.memcg, n)
         done += n
         freed += n
     n = min(budget - done, vma.hugetlb)

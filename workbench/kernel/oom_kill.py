@@ -37,13 +37,11 @@ def mark_oom_victim(k: Kernel, task: Task, via: str) -> None:
     if task.tif_memdie:
         return
     task.tif_memdie = True
-    k.oom_victims += 1
     k.log.emit("mark_victim", pid=task.pid, tgid=task.tgid, comm=task.comm, via=via)
 
 
 def exit_oom_victim(k: Kernel, task: Task) -> None:
     task.tif_memdie = False
-    k.oom_victims -= 1
     k.log.emit("exit_oom_victim", pid=task.pid, tgid=task.tgid, comm=task.comm)
 
 
@@ -53,7 +51,7 @@ async def out_of_memory(k: Kernel, current: Task, gfp: int, memcg: MemCgroup | N
     modelled."""
     if current.mm is not None and (current.fatal_signal_pending() or task_will_free_mem(current)):
         mark_oom_victim(k, current, "shortcut")
-        _log_invocation(k, current, gfp, None, "shortcut")
+        log_invocation(k, current, gfp, None, "shortcut")
         return True
     # constrained_alloc(): CONSTRAINT_NONE, totalram + swap (no swap modelled)
     oc = OomControl(current, gfp, 0, k.zone.managed, None, k)
@@ -70,20 +68,20 @@ async def select_and_kill(k: Kernel, oc: OomControl, message: str) -> str:
     chosen = k.policies.select_bad_process(oc)
     if chosen is None:
         if oc.memcg is not None:               # a memcg with nothing eligible just waits
-            _log_invocation(k, oc.current, oc.gfp_mask, oc.memcg, "none")
+            log_invocation(k, oc.current, oc.gfp_mask, oc.memcg, "none")
             return "none"
-        _log_invocation(k, oc.current, oc.gfp_mask, None, "panic")
+        log_invocation(k, oc.current, oc.gfp_mask, None, "panic")
         dump_header(k, oc, None)
         k.panic("Out of memory and no killable processes...")
     if chosen is ABORT:
-        _log_invocation(k, oc.current, oc.gfp_mask, oc.memcg, "abort")
+        log_invocation(k, oc.current, oc.gfp_mask, oc.memcg, "abort")
         return "abort"
-    _log_invocation(k, oc.current, oc.gfp_mask, oc.memcg, "kill")
+    log_invocation(k, oc.current, oc.gfp_mask, oc.memcg, "kill")
     oom_kill_process(k, oc, chosen, message)
     return "kill"
 
 
-def _log_invocation(k: Kernel, current: Task, gfp: int, memcg: MemCgroup | None,
+def log_invocation(k: Kernel, current: Task, gfp: int, memcg: MemCgroup | None,
                     result: str) -> None:
     k.log.emit("out_of_memory", pid=current.pid, tgid=current.tgid, comm=current.comm,
                gfp_mask=gfp, order=0, constraint="memcg" if memcg else "none",

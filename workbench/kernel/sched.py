@@ -228,7 +228,6 @@ async def block(k: Kernel, task: Task, state: str, what: str,
         return False
     finally:
         task.state, task.waiting_on = TASK_RUNNING, ""
-        k.refused_aborts.pop(task, None)
     return True
 
 

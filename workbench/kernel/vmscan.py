@@ -38,7 +38,7 @@ def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
         n = min(want - got, cg.cache_clean)
         if n:
             cg.cache_clean -= n
-            _free(k, cg, n)
+            memcontrol.free_pages(k, cg, n)
             got += n
     for mm, vma in k.file_vmas:                  # mapped page cache, in fork order
         if got == want:
@@ -48,11 +48,6 @@ def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
         n = min(want - got, vma.file - vma.dirty)
         if n:
             mm.sub_file(vma, n, 0)
-            _free(k, mm.memcg, n)
+            memcontrol.free_pages(k, mm.memcg, n)
             got += n
     return got
-
-
-def _free(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
-    k.zone.give(n)
-    memcontrol.uncharge(k, memcg, n)

@@ -80,8 +80,7 @@ class Kfree:
         n = min(self.pages, task.process.kalloc)
         task.process.kalloc -= n
         k.zone.kernel -= n
-        k.zone.give(n)
-        memcontrol.uncharge(k, task.process.cgroup, n)
+        memcontrol.free_pages(k, task.process.cgroup, n)
 
     def to_json(self) -> dict[str, Any]:
         return {"kfree_pages": self.pages}
@@ -147,10 +146,7 @@ class MmapUnlock:
     async def run(self, k: Kernel, task: Task) -> None:
         sem = task.mm.mmap_sem
         task.held_locks.remove(sem)
-        if sem.writer is task:
-            sem.up_write(task)
-        else:
-            sem.up_read()
+        sem.release(task)
 
     def to_json(self) -> dict[str, Any]:
         return {"mmap_unlock": True}
