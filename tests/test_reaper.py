@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import process, scenario
+from helpers import mmap_writer_victim, process, scenario
 
 from workbench.kernel.mm import Vma
 from workbench.plugins.vma_filter import SeedFilter
@@ -52,12 +52,7 @@ def test_only_anonymous_memory_is_freed_and_the_rest_is_left_or_only_unmapped(ru
 
 def test_a_victim_whose_exit_drops_the_last_user_first_is_not_reaped(run):
     """atomic_inc_not_zero(mm_users) fails: nothing to do, no trylock counted (§7a note 1e)."""
-    victim = process("victim", heap="160MiB", resident="160MiB", threads=[
-        ("main", ['{ sleep = "10s" }']),
-        ("writer", ['{ mmap_lock = "write" }', '{ sleep = "150ms", mode = "uninterruptible" }',
-                    '{ mmap_unlock = true }'])])
-    kalloc = process("kalloc", program=['{ sleep = "1ms" }', '{ kalloc = "128MiB" }'])
-    r = run(scenario("s", victim, kalloc))
+    r = run(scenario("s", mmap_writer_victim("150ms")))
     attempts = [e["result"] for e in r.of("reap_attempt")]
     assert attempts == ["contended", "contended"]               # at 0 and 100 ms
     assert r.count("reap_exit_race") == 1 and r.summary["reap_attempts"] == 2
@@ -66,12 +61,7 @@ def test_a_victim_whose_exit_drops_the_last_user_first_is_not_reaped(run):
 
 
 def test_attempts_and_sleep_are_options_of_the_seed_policy(run):
-    victim = process("victim", heap="160MiB", resident="160MiB", threads=[
-        ("main", ['{ sleep = "10s" }']),
-        ("writer", ['{ mmap_lock = "write" }', '{ sleep = "2s", mode = "uninterruptible" }',
-                    '{ mmap_unlock = true }'])])
-    kalloc = process("kalloc", program=['{ sleep = "1ms" }', '{ kalloc = "128MiB" }'])
-    r = run(scenario("s", victim, kalloc, time="5s", stall="10s"),
+    r = run(scenario("s", mmap_writer_victim("2s"), time="5s", stall="10s"),
             arm={"options": {"reaper": {"attempts": 3, "sleep": "50ms"}}})
     kill_t = r.first("kill")["t"]
     assert [round(e["t"] - kill_t, 6) for e in r.of("reap_attempt")] == [0, 0.05, 0.1]

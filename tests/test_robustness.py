@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import process, scenario
+from helpers import mmap_writer_victim, process, scenario
 
 from workbench.config import ConfigError
 from workbench.runner import Interrupt
@@ -34,12 +34,7 @@ def test_ctrl_c_ends_a_run_whose_killed_thread_sits_in_d_state(run):
         await k.clock.sleep(task, 1_000_000_000, "D")
         Interrupt.requested = True
 
-    s04 = scenario("s04", process("victim", heap="160MiB", resident="160MiB", threads=[
-        ("main", ['{ sleep = "10s" }']),
-        ("writer", ['{ mmap_lock = "write" }', '{ sleep = "5s", mode = "uninterruptible" }',
-                    '{ mmap_unlock = true }'])]),
-        process("kalloc", program=['{ sleep = "1ms" }', '{ kalloc = "128MiB" }']),
-        process("keyboard"), time="20s", stall="10s")
+    s04 = scenario("s04", mmap_writer_victim("5s"), process("keyboard"), time="20s", stall="10s")
     try:
         with pytest.raises(KeyboardInterrupt):
             run(s04, calls={"keyboard/main": press_ctrl_c})
