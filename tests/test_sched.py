@@ -26,6 +26,9 @@ class MiniKernel:
     def check_interrupt(self):
         pass
 
+    def time_advanced(self):
+        pass
+
     def has_blocked_threads(self):
         return False
 

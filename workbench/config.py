@@ -7,7 +7,11 @@ references.  Every problem becomes one line "FILE: KEY.PATH: what was expected".
 
 from __future__ import annotations
 
+import codecs
 import glob
+import os
+import re
+import stat
 from dataclasses import dataclass
 import tomllib
 from pathlib import Path
@@ -69,6 +73,26 @@ def _number_range(value: object) -> tuple[float | None, float | None]:
     raise ValueError(f"expected a number or {{ min = .., max = .. }}, got {value!r}")
 
 
+SEED_MAX = (1 << 63) - 1          # seeds are logged as signed 64-bit integers
+UID_MAX = (1 << 32) - 2           # uid_t; (uid_t)-1 is INVALID_UID
+PID_MAX_DEFAULT = 0x8000          # include/linux/threads.h: the default pid_max
+MAX_MAP_COUNT = 65530             # DEFAULT_MAX_MAP_COUNT, include/linux/mm.h
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+NAME_HINT = ("a name of 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a letter "
+             "or digit (it names a directory of logs)")
+
+
+def _path_name(value: object) -> str:
+    """Scenario and arm names become directories under `out`: only a safe
+    alphabet, so that no name can climb out of it or mean two paths."""
+    if isinstance(value, str) and re.match(NAME_RE, value):
+        return value
+    raise ValueError(f"expected {NAME_HINT}, got {value!r}")
+
+
+PathName = Annotated[str, PlainValidator(_path_name)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,12 +134,22 @@ MACHINE_DEFAULTS = MachinePatch.model_validate({
     "quantum": "1ms"})
 
 
+STEPS_MAX = 10**12
+
+
 class LimitsPatch(_Model):
     time: Dur | None = None
     stall: Dur | None = None
+    steps: int | None = Field(None, ge=1, le=STEPS_MAX)
+    steps_per_instant: int | None = Field(None, ge=1, le=STEPS_MAX)
 
 
-LIMITS_DEFAULTS = LimitsPatch.model_validate({"time": "60s", "stall": "10s"})
+# steps: what a simulated thread or kthread does between two looks at the clock
+# (a program step, an allocator round, a reap attempt).  A run that takes more,
+# in all or at one virtual instant, ends with outcome "error" naming the cause.
+LIMITS_DEFAULTS = LimitsPatch.model_validate({"time": "60s", "stall": "10s",
+                                              "steps": 100_000_000,
+                                              "steps_per_instant": 1_000_000})
 
 
 # -- the step language ---------------------------------------------------------
@@ -225,10 +259,10 @@ class Thread(_Model):
 
 class Process(_Model):
     name: str = Field(min_length=1, max_length=15)
-    count: int | None = Field(None, ge=1)
+    count: int | None = Field(None, ge=1, le=PID_MAX_DEFAULT)
     start: Dur = Duration()
     start_jitter: Dur = Duration()
-    uid: int = Field(1000, ge=0)
+    uid: int = Field(1000, ge=0, le=UID_MAX)
     oom_score_adj: int | None = Field(None, ge=-1000, le=1000)
     parent: str | None = None
     cgroup: str | None = None
@@ -236,8 +270,8 @@ class Process(_Model):
     init: bool = False
     shares_mm_with: str | None = None
     vfork: bool = False
-    vma: list[Vma] = Field(default_factory=list)
-    thread: list[Thread] = Field(min_length=1)
+    vma: list[Vma] = Field(default_factory=list, max_length=MAX_MAP_COUNT)
+    thread: list[Thread] = Field(min_length=1, max_length=PID_MAX_DEFAULT)
 
 
 class Cgroup(_Model):
@@ -276,7 +310,7 @@ class Expect(_Model):
 
 
 class Scenario(_Model):
-    name: str = Field(min_length=1)
+    name: PathName
     description: str = ""
     machine: MachinePatch = MachinePatch()
     limits: LimitsPatch = LimitsPatch()
@@ -291,7 +325,7 @@ class Scenario(_Model):
         if not isinstance(data, dict) or not isinstance(data.get("process"), list):
             return None
         good = _valid_keys(cls, {k: v for k, v in data.items() if k != "process"})
-        good["name"] = good.get("name", "?")
+        good["name"] = good.get("name", "unnamed")
         index = [i for i, p in enumerate(data["process"]) if _valid(Process, p)]
         if not index:
             return None
@@ -317,7 +351,7 @@ class ArmOptions(_Model):
 
 
 class Arm(_Model):
-    name: str = Field(min_length=1)
+    name: PathName
     preset: str = "patch"
     victim: str | None = None
     reaper: str | None = None
@@ -327,7 +361,8 @@ class Arm(_Model):
 
 class ExperimentFile(_Model):
     title: str = ""
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [1], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] = Field(default_factory=lambda: [1],
+                                                                  min_length=1)
     scenarios: list[str] = Field(default_factory=list)
     scenario: list[dict[str, Any]] = Field(default_factory=list)  # validated as Scenario below
     out: str | None = None
@@ -364,15 +399,40 @@ def _valid_keys(model: type[_Model], data: dict[str, Any]) -> dict[str, Any]:
 # -- loading -------------------------------------------------------------------
 
 def read_toml(path: Path, problems: list[str]) -> dict | None:
+    """The parsed file, or None with the reason appended to problems.
+
+    Only regular files are read (a FIFO or a device would block or never
+    end), and the text must be UTF-8 as TOML requires."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            problems.append(f"{path}: not a regular file")
+            return None
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            raw = f.read()
     except FileNotFoundError:
         problems.append(f"{path}: no such file")
+        return None
+    except OSError as e:
+        problems.append(f"{path}: cannot read: {e.strerror or e}")
+        return None
+    if raw.startswith(codecs.BOM_UTF8):
+        problems.append(f"{path}: starts with a UTF-8 byte-order mark (BOM), which TOML does "
+                        "not allow: save the file as UTF-8 without a BOM")
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        problems.append(f"{path}: not UTF-8: byte 0x{raw[e.start]:02x} at line {line}, column "
+                        f"{column} (TOML files are UTF-8)")
+        return None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         problems.append(f"{path}: TOML syntax error: {e}")
-    except OSError as e:
-        problems.append(f"{path}: cannot read: {e.strerror}")
+    except RecursionError:
+        problems.append(f"{path}: TOML syntax error: nested too deeply")
     return None
 
 
@@ -415,11 +475,23 @@ def _message(err: dict) -> str:
 
 
 def expand_scenario_globs(config_path: Path, patterns: list[str], problems: list[str]) -> list[Path]:
+    """The files the `scenarios` globs match, in a stable order; a pattern
+    that matches no regular file is a problem (directories are skipped)."""
     base = config_path.parent
     files: list[Path] = []
     for i, pattern in enumerate(patterns):
+        where = f"{config_path}: scenarios[{i}]"
+        if not pattern.strip():
+            problems.append(f"{where}: expected a file name or glob such as "
+                            f"\"scenarios/*.toml\", got {pattern!r}")
+            continue
         matched = sorted(Path(p) for p in glob.glob(str(base / pattern), recursive=True))
-        if not matched:
-            problems.append(f"{config_path}: scenarios[{i}]: {pattern!r} matches no file")
-        files.extend(m for m in matched if m not in files)
+        regular = [m for m in matched if m.is_file()]
+        for m in matched:
+            if not m.is_file() and not m.is_dir():      # a FIFO would block the reader
+                problems.append(f"{where}: {m}: not a regular file")
+        if not regular:
+            what = "only directories" if matched else "no file"
+            problems.append(f"{where}: {pattern!r} matches {what}")
+        files.extend(m for m in regular if m not in files)
     return files

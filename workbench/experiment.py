@@ -128,8 +128,12 @@ def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
 
 
 def _unique(names: list[str], key: str, what: str, where: str, problems: list[str]) -> None:
-    seen: set[str] = set()
+    """Names are directories: two that differ only by case would share one on
+    a case-insensitive file system."""
+    seen: dict[str, str] = {}
     for name in names:
-        if name in seen:
-            problems.append(f"{where}: {key}: {what} {name!r} appears twice")
-        seen.add(name)
+        if name.lower() in seen:
+            same = seen[name.lower()]
+            twice = "appears twice" if same == name else f"and {same!r} differ only by case"
+            problems.append(f"{where}: {key}: {what} {name!r} {twice}")
+        seen.setdefault(name.lower(), name)

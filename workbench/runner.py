@@ -114,7 +114,9 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
               instruments: Iterable[trio.abc.Instrument]) -> dict[str, Any]:
     config = {"scenario": scenario.to_json(), "machine": asdict(scenario.machine),
               "limits": {"time_s": seconds(scenario.limits.time_ns),
-                         "stall_s": seconds(scenario.limits.stall_ns)},
+                         "stall_s": seconds(scenario.limits.stall_ns),
+                         "steps": scenario.limits.steps,
+                         "steps_per_instant": scenario.limits.steps_per_instant},
               "arm": arm.to_json(), "expect": scenario.expect.get(arm.name)}
     header = {"schema": SCHEMA_VERSION, "versions": package_versions(),
               "plugins": plugins_desc, "python": sys.version.split()[0]}

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 PAGE_SIZE = 4096
 NSEC_PER_SEC = 1_000_000_000
+# The largest size the language takes: 4 PiB, the 52-bit physical address
+# space of x86-64 (MAX_PHYSMEM_BITS with 5-level paging).  With at most
+# DEFAULT_MAX_MAP_COUNT VMAs per mm, every count the log writes then fits a
+# signed 64-bit integer.
+MAX_SIZE = 1 << 52
+# The longest duration: KTIME_MAX, the kernel's signed 64-bit nanoseconds.
+KTIME_MAX = (1 << 63) - 1
+_MAX_DIGITS = 40            # longer numbers are over every limit: refuse before arithmetic
 
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -38,14 +47,33 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected {SIZE_HINT}, got {value!r}")
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"expected a size of at least 0, got {value}")
-        return value
+        return _size_in_range(value, value)
     if isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m and m.group(2).lower() in _SIZE_UNITS:
-            return round(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    raise ValueError(f"expected {SIZE_HINT}, got {value!r}")
+            return _size_in_range(_exact(m.group(1), _SIZE_UNITS[m.group(2).lower()]), value)
+    raise ValueError(f"expected {SIZE_HINT}, got {_show(value)}")
+
+
+def _exact(number: str, unit: int) -> int | None:
+    """number x unit rounded to an integer, exactly (no float on the way);
+    None when the number has more digits than any limit allows."""
+    if len(number) > _MAX_DIGITS:
+        return None
+    return round(Fraction(number) * unit)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _size_in_range(nbytes: int | None, value: object) -> int:
+    if nbytes is not None and nbytes < 0:
+        raise ValueError(f"expected a size of at least 0, got {_show(value)}")
+    if nbytes is None or nbytes > MAX_SIZE:
+        raise ValueError(f"expected a size of at most 4PiB (4096TiB), got {_show(value)}")
+    return nbytes
 
 
 @dataclass(frozen=True)
@@ -73,12 +101,21 @@ def parse_duration(value: object) -> Duration:
             number, unit = m.groups()
             if unit.startswith("jiff"):
                 if "." in number:
-                    raise ValueError(f"expected a whole number of jiffies, got {value!r}")
-                return Duration(jiffies=int(number))
-            return Duration(ns=round(float(number) * _DURATION_UNITS[unit]))
+                    raise ValueError(f"expected a whole number of jiffies, got {_show(value)}")
+                # A jiffy is at most 1s (HZ >= 1): this bound keeps to_ns() within KTIME_MAX.
+                n = int(number) if len(number) <= _MAX_DIGITS else None
+                if n is None or n > KTIME_MAX // NSEC_PER_SEC:
+                    raise ValueError(f"expected at most {KTIME_MAX // NSEC_PER_SEC} jiffies, "
+                                     f"got {_show(value)}")
+                return Duration(jiffies=n)
+            ns = _exact(number, _DURATION_UNITS[unit])
+            if ns is None or ns > KTIME_MAX:
+                raise ValueError(f"expected a duration of at most {KTIME_MAX}ns (KTIME_MAX, "
+                                 f"about 292 years), got {_show(value)}")
+            return Duration(ns=ns)
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return Duration()
-    raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    raise ValueError(f"expected {DURATION_HINT}, got {_show(value)}")
 
 
 def parse_rate(value: object) -> int:
@@ -91,7 +128,7 @@ def parse_rate(value: object) -> int:
         else:
             if rate > 0:
                 return rate
-    raise ValueError(f"expected {RATE_HINT} (more than 0), got {value!r}")
+    raise ValueError(f"expected {RATE_HINT} (more than 0, at most 4PiB/s), got {_show(value)}")
 
 
 def jiffy_ns(hz: int) -> int:

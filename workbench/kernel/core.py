@@ -58,6 +58,8 @@ class Kernel:
         self.oom_reaper_wait = WaitQueue(self)
         self.oom_reaper_th: Task | None = None
         self.open_stalls: list[list] = []
+        self.steps = 0                             # see step()
+        self.step_deadline = min(self.limits.steps_per_instant, self.limits.steps)
         self.halting = False
         self.finished = False
         self.refused_aborts: dict[Task, Callable[[], None]] = {}
@@ -71,10 +73,12 @@ class Kernel:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._guard, self.clock.drive)
-            try:
-                self._boot.start(nursery)
-            except Halt:                        # finish() has run: the nursery is cancelled
-                pass
+            # Guarded like every task: a fault while forking the first
+            # processes must end the run, not leave D-state waiters behind.
+            await self._guard(self._start)
+
+    async def _start(self) -> None:
+        self._boot.start(self._nursery)
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         self._nursery.start_soon(self._guard, fn, *args)
@@ -99,6 +103,36 @@ class Kernel:
                 self.log.emit("error", policy="", hook="",
                               problem=f"internal error: {type(e).__name__}: {e}")
                 self.finish("error")
+
+    # -- bounding the work of a run ------------------------------------------------
+
+    def step(self, blame: tuple[str, str] | None = None) -> None:
+        """Count one step of a loop that may not let virtual time pass (a
+        program step, a reap attempt, an allocator round).  Such a loop never
+        yields to the clock, so this is what stops it: past limits.steps, or
+        limits.steps_per_instant at one virtual instant, the run ends with
+        outcome "error".  blame: the (concern, hook) whose answer drives the loop."""
+        self.steps += 1
+        if self.steps > self.step_deadline:
+            self._step_limit(blame)
+
+    def time_advanced(self) -> None:
+        """The clock moved: a new instant gets its own steps_per_instant."""
+        self.step_deadline = min(self.steps + self.limits.steps_per_instant, self.limits.steps)
+
+    def _step_limit(self, blame: tuple[str, str] | None) -> None:
+        lim = self.limits
+        if self.steps > lim.steps:
+            problem = (f"step limit: more than limits.steps = {lim.steps} steps in the run "
+                       f"(at {seconds(self.clock.now)}s of {seconds(lim.time_ns)}s)")
+        else:
+            problem = (f"step limit: more than limits.steps_per_instant = "
+                       f"{lim.steps_per_instant} steps at virtual time {seconds(self.clock.now)}s "
+                       "with no time passing: a loop that takes no virtual time")
+        if blame is not None and self.steps <= lim.steps:    # its answers stopped the clock
+            concern, hook = blame
+            raise PolicyError(self.policies.names[concern], hook, problem)
+        self.run_error(problem)
 
     def rng(self, name: str, purpose: str) -> random.Random:
         """Workload randomness of one thread and purpose, from the run's seed
@@ -164,7 +198,11 @@ class Kernel:
 
     def scenario_error(self, problem: str) -> None:
         """The scenario asked for something that cannot happen; found at run time."""
-        self.log.emit("error", policy="", hook="", problem=f"scenario: {problem}")
+        self.run_error(f"scenario: {problem}")
+
+    def run_error(self, problem: str) -> None:
+        """End the run with outcome "error" for a cause that is no policy's."""
+        self.log.emit("error", policy="", hook="", problem=problem)
         self.finish("error")
         raise Halt(problem)
 
@@ -212,11 +250,13 @@ class Kernel:
                 self._nursery.cancel_scope.cancel()
 
     def _all_mms(self) -> list:
-        mms: list = []
+        """The mms of every process forked so far (one that never started
+        never had users, so it can neither leak nor hold pages)."""
+        mms: dict[int, Any] = {}
         for p in self._boot.all_processes:
-            if p.mm is not None and not any(p.mm is m for m in mms):
-                mms.append(p.mm)
-        return mms
+            if p.mm is not None and p.forked:
+                mms.setdefault(id(p.mm), p.mm)
+        return list(mms.values())
 
     def _check_mm_refs(self) -> None:
         """Every mm_struct whose users are gone has been freed, unless someone

@@ -17,6 +17,7 @@ from workbench.kernel import exit as kexit
 from workbench.kernel import memcontrol, mmap, oom_kill
 from workbench.kernel.mm import MmStruct, Vma
 from workbench.kernel.sched import TASK_INTERRUPTIBLE, Process, Task
+from workbench.units import kb
 from workbench.workload import program
 from workbench.workload.spec import ProcessSpec
 
@@ -148,6 +149,7 @@ class Boot:
                 k.file_vmas.extend((mm, v) for v in mm.vmas if v.kind == "file")
             mm.mm_users += len(proc.threads)
         k.processes.append(proc)
+        proc.forked = True
         memcontrol.attach(k, proc)
         k.log.emit("fork", pid=proc.pid, comm=proc.comm,
                    ppid=proc.parent.pid if proc.parent else 0, uid=proc.uid,
@@ -170,9 +172,14 @@ def _populate(k: Kernel, proc: Process, spec: ProcessSpec) -> None:
         if vma.hugetlb_page:
             continue                  # from the hugetlb pool reserved at boot
         need = v.resident + ptes
-        if k.zone.take(need, -1) < need:
-            k.violation(f"process {proc.comm}: resident memory of vma {vma.name} does not "
-                        f"fit in free memory at its start")
+        got = k.zone.take(need, -1)
+        if got < need:
+            # `resident` is the scenario's promise that the pages are there:
+            # one it cannot keep is the scenario's problem, not the kernel's.
+            k.zone.give(got)
+            k.scenario_error(f"process {proc.comm}: the {kb(need)}kB resident in vma "
+                             f"{vma.name} (with page tables) do not fit in the {kb(got)}kB "
+                             f"free at its start")
         k.zone.pgtables += ptes
         memcontrol.force_charge(k, mm.memcg, v.resident)
 

@@ -79,18 +79,19 @@ async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: in
     data = max(0, got - ptes)
     charged = await memcontrol.try_charge(k, task, mm.memcg, data, gfp,
                                           may_oom=GFP.fs_allowed(gfp))
-    # Another thread may have faulted into the VMA meanwhile: stay inside it.
-    room = vma.size - (vma.resident + vma.shmem_unmapped)
-    if charged > room:
-        memcontrol.uncharge(k, mm.memcg, charged - room)
-        charged = room
+    # Another thread may have faulted into the VMA meanwhile: stay inside it,
+    # and map only what the pages granted can also hold page tables for (its
+    # faults may need a page-table page this request did not count).  The
+    # rest is a failed __pte_alloc(): VM_FAULT_OOM, as 4.5 handles it.
+    fit = min(charged, vma.size - (vma.resident + vma.shmem_unmapped))
+    while fit and fit + mm.ptes_for(vma, fit) > got:
+        fit = max(0, got - mm.ptes_for(vma, fit))       # ptes_for grows with fit: converges
+    if charged > fit:
+        memcontrol.uncharge(k, mm.memcg, charged - fit)
+        charged = fit
     new_ptes = mm.add_pages(vma, charged)
     k.zone.pgtables += new_ptes
-    spare = got - charged - new_ptes                     # pages not used after all
-    if spare >= 0:
-        k.zone.give(spare)
-    elif k.zone.take(-spare, page_alloc.NO_WATERMARKS) < -spare:
-        k.violation(f"no free page left for {mm.id}'s page tables")
+    k.zone.give(got - charged - new_ptes)               # pages not used after all
     return charged
 
 

@@ -227,6 +227,7 @@ async def oom_reaper(k: Kernel, me: Task) -> None:
     """The kthread: wait for work, reap it, repeat."""
     me.trio_task = current_task()
     while True:
+        k.step(("reaper", "workbench_reaper_next"))
         work = k.policies.reaper_next()
         if work is None:
             await k.oom_reaper_wait.wait(me, TASK_INTERRUPTIBLE, "idle")
@@ -243,6 +244,7 @@ async def oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> None:
         reaped = await __oom_reap_vmas(k, me, work)
         if not reaped:
             retry = k.policies.reaper_retry(work, attempt)
+            k.step(("reaper", "workbench_reaper_retry"))
             if retry.sleep_ns:
                 await k.clock.sleep(me, retry.sleep_ns, TASK_UNINTERRUPTIBLE, "oom_reaper retry")
             if not retry.again:

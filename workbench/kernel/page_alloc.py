@@ -94,6 +94,7 @@ async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int
     zone = k.zone
     got = 0
     while True:                                       # retry:
+        k.step()
         mark, no_watermarks = gfp_to_alloc_mark(zone, task, gfp)
         got += zone.take(n - got, mark)
         if got < n and no_watermarks:

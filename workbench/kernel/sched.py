@@ -64,6 +64,7 @@ class Process:
         self.group_exit = False            # SIGNAL_GROUP_EXIT: SIGKILL or exit_group()
         self.exit_code = 0
         self.live_threads = 0
+        self.forked = False                # copy_process() has run: it is on the task list
 
     @property
     def cap_sys_admin(self) -> bool:
@@ -162,6 +163,8 @@ class Clock:
         if self._trio_clock is not None and t > self.now:
             # Aim at the absolute time, so float error cannot pile up.
             self._trio_clock.jump(t / 1e9 - self._trio_clock.current_time())
+        if t > self.now:
+            self.k.time_advanced()
         self.now = t
 
     def wake_due(self) -> None:

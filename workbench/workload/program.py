@@ -28,6 +28,7 @@ async def run(k: Kernel, task: Task, steps: tuple) -> None:
     for step in steps:
         if task.fatal_signal_pending():
             return
+        k.step()
         await step.run(k, task)
 
 

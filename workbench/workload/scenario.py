@@ -61,7 +61,8 @@ def resolve_machine(values: dict[str, Any], problem: Problems) -> MachineSpec:
 
 
 def resolve_limits(values: dict[str, Any], hz: int, problem: Problems) -> LimitsSpec:
-    spec = LimitsSpec(time_ns=values["time"].to_ns(hz), stall_ns=values["stall"].to_ns(hz))
+    spec = LimitsSpec(time_ns=values["time"].to_ns(hz), stall_ns=values["stall"].to_ns(hz),
+                      steps=values["steps"], steps_per_instant=values["steps_per_instant"])
     if spec.time_ns <= 0:
         problem("limits.time", "expected a duration of more than 0")
     if spec.stall_ns <= 0:
@@ -159,6 +160,7 @@ class _Processes:
         self.names = {name for name, _, _ in self.entries}
         self.known = self.names | (salvaged.names if salvaged else set())
         self.by_name = {name: p for name, _, p in self.entries}
+        self.declared_init = next((name for name, _, p in self.entries if p.init), None)
 
     def resolve(self) -> tuple[ProcessSpec, ...]:
         seen: set[str] = set()
@@ -174,6 +176,11 @@ class _Processes:
             out.append(self._process(name, where, p))
         if sum(p.init for _, _, p in self.entries) > 1:
             self.problem("process", "more than one process has init = true")
+        # pid 1 and the oom_reaper kthread come first (fork.Boot)
+        tasks = 2 + sum(len(p.thread) for _, _, p in self.entries)
+        if tasks > C.PID_MAX_DEFAULT:
+            self.problem("process", f"{tasks} threads (with init and the oom_reaper) exceed "
+                                    f"{C.PID_MAX_DEFAULT}, the kernel's default pid_max")
         self._check_sharing_cycles()
         self._check_start_order(out)
         return tuple(out)
@@ -198,6 +205,9 @@ class _Processes:
                 problem(f"{where}.{key}", f"no process named {ref!r}")
             if ref == name:
                 problem(f"{where}.{key}", "a process cannot name itself")
+        if p.shares_mm_with == "init" and "init" not in self.known and self.declared_init:
+            problem(f"{where}.shares_mm_with", f"no process named 'init' (this scenario's init "
+                                               f"is {self.declared_init!r})")
         if p.cgroup is not None and p.cgroup not in self.cgroups:
             problem(f"{where}.cgroup", f"no cgroup named {p.cgroup!r}")
         if p.vfork and p.parent is None:
@@ -205,6 +215,10 @@ class _Processes:
         if p.vfork and p.shares_mm_with not in (None, p.parent):
             problem(f"{where}.shares_mm_with", "a vfork child shares its parent's mm")
         shares = p.parent if p.vfork else p.shares_mm_with
+        owner = self._mm_owner(shares)
+        if owner is not None and owner.kthread:
+            problem(f"{where}.{'parent' if p.vfork else 'shares_mm_with'}",
+                    f"{shares!r} uses the mm of kthread {owner.name!r}, which has none to share")
         if (shares or p.kthread) and p.vma:
             problem(f"{where}.vma", "a process that uses another's mm, or a kthread, has no "
                                     "VMAs of its own")
@@ -253,14 +267,20 @@ class _Processes:
                                pages(v.dirty), v.locked, shared))
         return tuple(out)
 
-    def _mm_vmas(self, p: C.Process, shares: str | None) -> set[str]:
-        """The VMA names this process's threads can touch (own or shared mm)."""
+    def _mm_owner(self, shares: str | None) -> C.Process | None:
+        """The process at the end of a sharing chain: the one whose mm it is
+        (None for no sharing, the implicit init, or a broken chain)."""
         seen: set[str] = set()
+        p = None
         while shares is not None and shares in self.by_name and shares not in seen:
             seen.add(shares)
             p = self.by_name[shares]
             shares = p.parent if p.vfork else p.shares_mm_with
-        return {v.name for v in p.vma}
+        return p
+
+    def _mm_vmas(self, p: C.Process, shares: str | None) -> set[str]:
+        """The VMA names this process's threads can touch (own or shared mm)."""
+        return {v.name for v in (self._mm_owner(shares) or p).vma}
 
     def _check_sharing_cycles(self) -> None:
         for name, i, p in self.entries:

@@ -42,6 +42,8 @@ class MachineSpec:
 class LimitsSpec:
     time_ns: int
     stall_ns: int
+    steps: int                  # per run
+    steps_per_instant: int      # with no virtual time passing
 
 
 @dataclass(frozen=True)
