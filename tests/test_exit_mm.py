@@ -121,13 +121,16 @@ class BuggyPlugins:
         registry.add_policy(HoardingReaper)
 
 
-def test_a_reaper_policy_that_reuses_a_dropped_mm_is_caught(run):
+def test_a_reaper_policy_that_hands_out_finished_work_is_named(run):
     r = run(scenario("s", HOG), arm={"reaper": "forgetful"}, plugins=[BuggyPlugins()])
-    assert r.summary["outcome"] == "error" and r.summary["invariant_violations"] == 1
-    assert "used after its last mmdrop" in r.first("invariant")["problem"]
+    assert r.summary["outcome"] == "error" and r.summary["invariant_violations"] == 0
+    error = r.first("error")
+    assert (error["policy"], error["hook"]) == ("forgetful", "workbench_reaper_next")
+    assert "it queued and has not been told is done" in error["problem"]
 
 
-def test_a_leaked_mm_reference_is_caught_when_the_run_ends(run):
+def test_a_reaper_policy_that_never_hands_out_its_work_is_named_when_the_run_ends(run):
     r = run(scenario("s", HOG), arm={"reaper": "hoarding"}, plugins=[BuggyPlugins()])
-    assert r.summary["outcome"] == "error"
-    assert r.first("invariant")["problem"].endswith("held by {'oom_reaper': 1}")
+    assert r.summary["outcome"] == "error" and r.summary["invariant_violations"] == 0
+    assert r.first("error")["policy"] == "hoarding"
+    assert r.first("error")["problem"].endswith("its pin leaked")

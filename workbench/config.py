@@ -51,9 +51,10 @@ def _min_free(value: object) -> int | Literal["auto"]:
 
 
 def _repeat(value: object) -> int | Literal["forever"]:
-    if value == "forever" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+    if value == "forever" or (isinstance(value, int) and not isinstance(value, bool)
+                              and 1 <= value <= REPEAT_MAX):
         return value
-    raise ValueError(f'expected a count of at least 1 or "forever", got {value!r}')
+    raise ValueError(f'expected a count from 1 to {REPEAT_MAX} or "forever", got {value!r}')
 
 
 def _outcomes(value: object) -> tuple[str, ...]:
@@ -74,6 +75,7 @@ def _number_range(value: object) -> tuple[float | None, float | None]:
 
 
 SEED_MAX = (1 << 63) - 1          # seeds are logged as signed 64-bit integers
+REPEAT_MAX = (1 << 63) - 1        # so are repeat counts
 UID_MAX = (1 << 32) - 2           # uid_t; (uid_t)-1 is INVALID_UID
 PID_MAX_DEFAULT = 0x8000          # include/linux/threads.h: the default pid_max
 MAX_MAP_COUNT = 65530             # DEFAULT_MAX_MAP_COUNT, include/linux/mm.h

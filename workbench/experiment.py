@@ -14,7 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from workbench import config as C
-from workbench.plugin import Plugins
+from workbench.interrupt import Interrupt
+from workbench.log import dumps
+from workbench.plugin import Plugins, policy_raised
 from workbench.policy import CONCERNS
 from workbench.workload.scenario import resolve_scenario
 from workbench.workload.spec import ScenarioSpec
@@ -28,8 +30,17 @@ class ArmSpec:
     options: dict[str, BaseModel]      # concern -> validated options
 
     def instantiate(self, machine: Any) -> dict[str, Any]:
-        """One run's policy objects."""
-        return {c: self.policies[c](self.options[c], machine) for c in CONCERNS}
+        """One run's policy objects; a constructor that raises is that policy's error."""
+        out = {}
+        for c in CONCERNS:
+            cls = self.policies[c]
+            try:
+                out[c] = cls(self.options[c], machine)
+            except BaseException as e:
+                if Interrupt.genuine(e):
+                    raise
+                raise policy_raised(cls.name, "__init__", e) from e
+        return out
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "preset": self.preset}
@@ -120,11 +131,28 @@ def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
                             f"(known: {', '.join(sorted(registry.policies[concern]))})")
             continue
         policies[concern] = cls
-        options[concern] = C.validate(cls.Options, getattr(arm.options, concern), where,
-                                      problems, prefix=f"arm[{i}].options.{concern}")
+        options[concern] = _policy_options(cls, getattr(arm.options, concern), where, problems,
+                                           f"arm[{i}].options.{concern}")
     if len(policies) < len(CONCERNS) or None in options.values():
         return None
     return ArmSpec(arm.name, arm.preset, policies, options)
+
+
+def _policy_options(cls: type, table: dict[str, Any], where: str, problems: list[str],
+                    prefix: str) -> BaseModel | None:
+    """The policy's Options model validated from its table, and known to
+    serialise into the log header: a validator that raises something other
+    than ValueError, or options JSON cannot hold, are the policy's mistakes,
+    reported at start-up."""
+    try:
+        options = C.validate(cls.Options, table, where, problems, prefix=prefix)
+        if options is not None:
+            dumps(options.model_dump(mode="json"))
+        return options
+    except Exception as e:
+        problems.append(f"{where}: {prefix}: policy {cls.name!r} cannot take these options: "
+                        f"{type(e).__name__}: {e}")
+        return None
 
 
 def _unique(names: list[str], key: str, what: str, where: str, problems: list[str]) -> None:

@@ -11,12 +11,16 @@ and renames it once its summary is written.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import traceback
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import orjson
 import structlog
+
+from workbench.files import open_new
 
 SCHEMA_VERSION = 1
 
@@ -55,19 +59,51 @@ EVENTS: dict[str, str] = {
     "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
     "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",
     "invariant": "A kernel invariant was violated (outcome error).",
-    "error": "A policy raised or answered wrongly (outcome error).",
+    "error": "The run cannot go on (outcome error): a policy raised or answered wrongly "
+             "(policy, hook, problem, traceback), or a scenario, step-limit or internal "
+             "problem (policy empty).",
     "summary": "Last line: outcome and metrics (DESIGN.md §7).",
 }
+
+
+class LogWriteError(Exception):
+    """The log file could not be written (a full disk): the run must end."""
 
 
 class _JsonLinesFile:
     """A structlog logger that writes rendered lines without flushing each."""
 
-    def __init__(self, f: BinaryIO):
+    def __init__(self, log: EventLog, f: BinaryIO):
+        self._log = log
         self._write = f.write
 
     def msg(self, line: bytes) -> None:
-        self._write(line + b"\n")
+        try:
+            self._write(line + b"\n")
+        except OSError as e:
+            raise self._log.failed_with(e) from None
+
+
+def short_traceback(e: BaseException) -> str:
+    """The traceback of e for an `error` event: file names cut to the part
+    after site-packages or the project's root, so the log holds no
+    absolute path and stays the same from machine to machine."""
+    frames = traceback.extract_tb(e.__traceback__)
+    lines = [f'  File "{_short_path(f.filename)}", line {f.lineno}, in {f.name}'
+             for f in frames]
+    return "\n".join(["Traceback (most recent call last):", *lines,
+                      *traceback.format_exception_only(type(e), e)]).rstrip()
+
+
+def _short_path(filename: str) -> str:
+    parts = Path(filename).parts
+    for anchor in ("site-packages", "dist-packages"):
+        if anchor in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(anchor):])
+    for root in ("workbench", "plugins", "tests"):
+        if root in parts:
+            return "/".join(parts[len(parts) - 1 - parts[::-1].index(root):])
+    return Path(filename).name
 
 
 def dumps(obj: Any) -> bytes:
@@ -82,9 +118,9 @@ class EventLog:
                  observers: list[Callable[[dict], None]]):
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.tmp, "wb", buffering=1 << 16)
+        self._file = open_new(self.tmp, buffering=1 << 16)
         self.enabled = True
+        self.failure: OSError | None = None
 
         def add_time(_logger: Any, _method: str, event: dict) -> dict:
             event["t"] = now_ns() / 1e9
@@ -96,7 +132,7 @@ class EventLog:
             return event
 
         self._log = structlog.wrap_logger(
-            _JsonLinesFile(self._file),
+            _JsonLinesFile(self, self._file),
             processors=[add_time, observe,
                         structlog.processors.JSONRenderer(serializer=orjson.dumps,
                                                           option=orjson.OPT_SORT_KEYS)],
@@ -109,12 +145,30 @@ class EventLog:
                 raise ValueError(f"event {event!r} is not in the vocabulary (workbench/log.py)")
             self._log.msg(event, **fields)
 
+    def failed_with(self, e: OSError) -> LogWriteError:
+        """Writing failed: nothing more is written, and the run is to end."""
+        self.enabled = False
+        self.failure = self.failure or e
+        return LogWriteError(f"cannot write {self.tmp}: {e.strerror or e}")
+
     def commit(self) -> None:
         """Close the file and give it its final name (after the summary)."""
         self.enabled = False
-        self._file.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._file.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.abandon()
+            raise self.failed_with(e) from None
 
     def abandon(self) -> None:
+        """Close the file, keeping the .tmp of a run that did not finish;
+        a log that failed to write is removed (it may end mid-line)."""
         self.enabled = False
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as e:
+            self.failure = self.failure or e
+        if self.failure is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)

@@ -14,12 +14,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pluggy
 
 from workbench import hookspecs
+from workbench.interrupt import Interrupt
+from workbench.kernel.sched import TASK_DEAD, Task
+from workbench.log import short_traceback
 from workbench.policy import ABORT, CONCERNS, ReapWork, Retry, Victim, ZapDetails
+from workbench.units import KTIME_MAX
 
 PROJECT = "workbench"
 
@@ -31,11 +35,24 @@ class PluginError(Exception):
 class PolicyError(Exception):
     """A policy raised or answered wrongly during a run: outcome "error"."""
 
-    def __init__(self, policy: str, hook: str, problem: str):
+    def __init__(self, policy: str, hook: str, problem: str, traceback: str | None = None):
         super().__init__(f"policy {policy!r} ({hook}): {problem}")
         self.policy = policy
         self.hook = hook
         self.problem = problem
+        self.traceback = traceback
+
+    def fields(self) -> dict[str, Any]:
+        """The `error` event's fields."""
+        out = {"policy": self.policy, "hook": self.hook, "problem": str(self)}
+        if self.traceback:
+            out["traceback"] = self.traceback
+        return out
+
+
+def policy_raised(policy: str, hook: str, e: BaseException) -> PolicyError:
+    """A policy's own exception, whatever its class (SystemExit included)."""
+    return PolicyError(policy, hook, f"{type(e).__name__}: {e}", short_traceback(e))
 
 
 @dataclass(frozen=True)
@@ -134,90 +151,138 @@ def package_versions() -> dict[str, str]:
 
 
 class RunPolicies:
-    """One run's policies behind typed calls; every answer is checked."""
+    """One run's policies behind typed calls; every answer is checked, and
+    anything a policy raises or answers wrongly - checking included -
+    becomes a PolicyError naming it."""
 
     def __init__(self, chosen: dict[str, Any]):
         self.names = {c: type(p).name for c, p in chosen.items()}
         self._pm = new_plugin_manager()
         for concern in CONCERNS:
-            self._pm.register(chosen[concern], name=f"{concern}:{self.names[concern]}")
+            try:
+                self._pm.register(chosen[concern], name=f"{concern}:{self.names[concern]}")
+            except Exception as e:          # pluggy: a hookimpl that does not fit its spec
+                raise PolicyError(self.names[concern], "register", f"{type(e).__name__}: {e}")
         self._hook = self._pm.hook
+        self._queued: dict[int, ReapWork] = {}    # handed to the reaper policy, not done
 
     def _call(self, concern: str, hook: str, **kwargs: Any) -> Any:
         try:
             return getattr(self._hook, hook)(**kwargs)
-        except Exception as e:  # a plugin's bug ends the run, not the workbench
-            raise PolicyError(self.names[concern], hook, f"{type(e).__name__}: {e}") from e
+        except BaseException as e:  # a plugin's bug ends the run, not the workbench
+            if Interrupt.genuine(e):
+                raise
+            raise policy_raised(self.names[concern], hook, e) from e
 
-    def _wrong(self, concern: str, hook: str, expected: str, got: Any) -> PolicyError:
-        return PolicyError(self.names[concern], hook, f"returned {got!r}, expected {expected}")
+    def _answer(self, concern: str, hook: str, expected: str, r: Any,
+                ok: Callable[[Any], bool]) -> Any:
+        """r if ok(r); a check that raises on r (an object that only looks
+        right) is a wrong answer too."""
+        try:
+            good = ok(r) is True
+        except Exception:
+            good = False
+        if good:
+            return r
+        raise PolicyError(self.names[concern], hook, f"returned {_show(r)}, expected {expected}")
+
+    def holds(self, mm: Any) -> bool:
+        """Whether the reaper policy queued work for mm that is not done."""
+        return any(w.mm is mm for w in self._queued.values())
 
     # victim selection
 
     def select_bad_process(self, oc: Any) -> Victim | object | None:
-        r = self._call("victim", "workbench_select_bad_process", oc=oc)
-        if r is None or r is ABORT or (isinstance(r, Victim) and _eligible(r, oc)):
-            return r
-        raise self._wrong("victim", "workbench_select_bad_process",
-                          "a Victim of a live task in scope, ABORT or None", r)
+        hook = "workbench_select_bad_process"
+        return self._answer("victim", hook, f"a Victim of a live task in scope ({_POINTS}), "
+                            "ABORT or None", self._call("victim", hook, oc=oc),
+                            lambda r: r is None or r is ABORT or _eligible(r, oc))
 
     def sacrifice_child(self, oc: Any, victim: Victim) -> Victim:
-        r = self._call("victim", "workbench_oom_sacrifice_child", oc=oc, victim=victim)
-        if isinstance(r, Victim) and _eligible(r, oc):
-            return r
-        raise self._wrong("victim", "workbench_oom_sacrifice_child", "a Victim", r)
+        hook = "workbench_oom_sacrifice_child"
+        return self._answer("victim", hook, f"a Victim of a live task in scope ({_POINTS})",
+                            self._call("victim", hook, oc=oc, victim=victim),
+                            lambda r: _eligible(r, oc))
 
     def kill_sharer(self, oc: Any, victim: Any, process: Any) -> bool:
-        r = self._call("victim", "workbench_oom_kill_sharer", oc=oc, victim=victim,
-                       process=process)
-        if isinstance(r, bool):
-            return r
-        raise self._wrong("victim", "workbench_oom_kill_sharer", "True or False", r)
+        hook = "workbench_oom_kill_sharer"
+        return self._answer("victim", hook, "True or False",
+                            self._call("victim", hook, oc=oc, victim=victim, process=process),
+                            _is_bool)
 
     # the OOM reaper
 
     def reaper_enabled(self) -> bool:
-        r = self._call("reaper", "workbench_reaper_enabled")
-        if isinstance(r, bool):
-            return r
-        raise self._wrong("reaper", "workbench_reaper_enabled", "True or False", r)
+        hook = "workbench_reaper_enabled"
+        return self._answer("reaper", hook, "True or False", self._call("reaper", hook), _is_bool)
 
     def reaper_queue(self, work: ReapWork) -> bool:
-        r = self._call("reaper", "workbench_reaper_queue", work=work)
-        if isinstance(r, bool):
-            return r
-        raise self._wrong("reaper", "workbench_reaper_queue", "True or False", r)
+        hook = "workbench_reaper_queue"
+        queued = self._answer("reaper", hook, "True or False",
+                              self._call("reaper", hook, work=work), _is_bool)
+        if queued:
+            self._queued[id(work)] = work
+        return queued
 
     def reaper_next(self) -> ReapWork | None:
-        r = self._call("reaper", "workbench_reaper_next")
-        if r is None or isinstance(r, ReapWork):
-            return r
-        raise self._wrong("reaper", "workbench_reaper_next", "a ReapWork or None", r)
+        hook = "workbench_reaper_next"
+        return self._answer("reaper", hook, "None or a ReapWork it queued and has not been "
+                            "told is done", self._call("reaper", hook),
+                            lambda r: r is None or self._queued.get(id(r)) is r)
 
     def reaper_retry(self, work: ReapWork, attempt: int) -> Retry:
-        r = self._call("reaper", "workbench_reaper_retry", work=work, attempt=attempt)
-        if isinstance(r, Retry) and isinstance(r.sleep_ns, int) and r.sleep_ns >= 0:
-            return r
-        raise self._wrong("reaper", "workbench_reaper_retry", "a Retry with sleep_ns >= 0", r)
+        hook = "workbench_reaper_retry"
+        return self._answer("reaper", hook, "a Retry(sleep_ns, again) with an int sleep_ns "
+                            "from 0 to 2**63-1 and a bool again",
+                            self._call("reaper", hook, work=work, attempt=attempt),
+                            lambda r: (isinstance(r, Retry) and _is_int(r.sleep_ns, 0, KTIME_MAX)
+                                       and _is_bool(r.again)))
 
     def reaper_done(self, work: ReapWork, reaped: bool) -> None:
-        r = self._call("reaper", "workbench_reaper_done", work=work, reaped=reaped)
-        if r is not None:
-            raise self._wrong("reaper", "workbench_reaper_done", "None", r)
+        self._queued.pop(id(work), None)
+        hook = "workbench_reaper_done"
+        self._answer("reaper", hook, "None", self._call("reaper", hook, work=work, reaped=reaped),
+                     lambda r: r is None)
 
     # the VMA filter
 
     def reap_vma(self, vma: Any, mm: Any) -> ZapDetails | None:
-        r = self._call("vma_filter", "workbench_reap_vma", vma=vma, mm=mm)
-        if r is None:
-            return None
-        if isinstance(r, ZapDetails) and not vma.hugetlb_page:
-            return r
-        raise self._wrong("vma_filter", "workbench_reap_vma",
-                          "ZapDetails or None (hugetlb VMAs cannot be zapped page by page)", r)
+        hook = "workbench_reap_vma"
+        return self._answer("vma_filter", hook, "ZapDetails with bool fields, or None (hugetlb "
+                            "VMAs cannot be zapped page by page)",
+                            self._call("vma_filter", hook, vma=vma, mm=mm),
+                            lambda r: r is None or (isinstance(r, ZapDetails)
+                                                    and _is_bool(r.ignore_dirty)
+                                                    and _is_bool(r.check_swap_entries)
+                                                    and not vma.hugetlb_page))
 
 
-def _eligible(victim: Victim, oc: Any) -> bool:
+# oom_badness() is an unsigned long of pages; 0 means "not eligible", and the log
+# holds it as a signed 64-bit integer.
+_POINTS = "points an int from 1 to 2**63-1"
+
+
+def _is_bool(r: Any) -> bool:
+    return type(r) is bool
+
+
+def _is_int(r: Any, lo: int, hi: int) -> bool:
+    return type(r) is int and lo <= r <= hi
+
+
+def _show(r: Any) -> str:
+    try:
+        text = repr(r)
+    except Exception as e:
+        text = f"<{type(r).__name__} whose repr raised {type(e).__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _eligible(victim: Any, oc: Any) -> bool:
+    """A task of this run's kernel that the OOM killer may kill."""
+    if not isinstance(victim, Victim) or not _is_int(victim.points, 1, (1 << 63) - 1):
+        return False
     task = victim.task
-    return (isinstance(victim.points, int) and task.mm is not None and oc.in_scope(task)
+    return (isinstance(task, Task) and task.state != TASK_DEAD and task.mm is not None
+            and task.mm.k is oc._kernel and oc.in_scope(task)
             and not task.process.kthread and not task.process.init)

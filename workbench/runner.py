@@ -13,13 +13,15 @@ import gc
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import trio
 import trio.testing
@@ -27,7 +29,9 @@ from trio._core import _run as trio_run_module
 
 from workbench.experiment import ArmSpec, Experiment
 from workbench.kernel.core import Kernel
-from workbench.log import SCHEMA_VERSION, EventLog
+from workbench.files import OutError, contained_dir, prepare_out, write_atomic
+from workbench.interrupt import Interrupt
+from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, short_traceback
 from workbench.metrics import Metrics
 from workbench.plugin import PolicyError, RunPolicies, package_versions
 from workbench.units import kb, seconds
@@ -39,101 +43,100 @@ class RunResult:
     scenario: str
     arm: str
     seed: int
-    path: Path
+    path: Path | None           # None when the log could not be written
     summary: dict[str, Any]
     wall_s: float
 
 
-class Interrupt:
-    """Ctrl-C during runs: a flag the kernel's clock checks between time
-    steps, so that the signal cannot land in the middle of kernel code or in a
-    finalizer (where Python would drop it), and every finished log stays intact."""
-
-    requested = False
-
-    @classmethod
-    @contextlib.contextmanager
-    def handled(cls) -> Iterator[None]:
-        def handler(_signum: int, _frame: object) -> None:
-            if cls.requested:                   # a second Ctrl-C: stop at once
-                raise KeyboardInterrupt
-            cls.requested = True
-        cls.requested = False
-        try:
-            previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:                      # not the main thread: leave it alone
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    @classmethod
-    def check(cls) -> None:
-        if cls.requested:
-            raise KeyboardInterrupt
-
-
 def deterministic_scheduling(seed: int) -> None:
     """Make Trio's run loop order a pure function of the seed: batches are
-    sorted by spawn order and shuffled by the seeded generator
-    (perf-baseline/README.md §5)."""
+    sorted by spawn order and shuffled by the seeded generator (trio's
+    private _ALLOW_DETERMINISTIC_SCHEDULING switch; trio is pinned for it)."""
     trio_run_module._ALLOW_DETERMINISTIC_SCHEDULING = True
     trio_run_module._r.seed(seed)
 
 
 def log_path(out: Path, scenario: str, arm: str, seed: int) -> Path:
-    return out / scenario / arm / f"seed-{seed}.jsonl"
+    return contained_dir(out, scenario, arm) / f"seed-{seed}.jsonl"
 
 
 def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
             plugins_desc: list[dict[str, str]],
             instruments: Iterable[trio.abc.Instrument] = ()) -> RunResult:
+    """One run, whatever goes wrong in it: a policy's fault, a bug of the
+    workbench or a log that cannot be written ends this run with outcome
+    "error" and leaves the others alone.  Only an interrupt propagates."""
     started = time.perf_counter()
-    path = log_path(out, scenario.name, arm.name, seed)
     metrics = Metrics()
     clock_ns: list[Callable[[], int]] = [lambda: 0]
-    log = EventLog(path, {"arm": arm.name, "scenario": scenario.name, "seed": seed},
-                   lambda: clock_ns[0](), [metrics.feed])
+    try:
+        path = log_path(out, scenario.name, arm.name, seed)
+        log = EventLog(path, {"arm": arm.name, "scenario": scenario.name, "seed": seed},
+                       lambda: clock_ns[0](), [metrics.feed])
+    except (OSError, OutError) as e:
+        return _unlogged(scenario, arm, seed, f"cannot write the log: {e}", started)
     try:
         summary = _simulate(scenario, arm, seed, log, clock_ns, plugins_desc, metrics,
                             instruments)
+        log.enabled = True
+        log.emit("summary", **summary)
+        log.commit()
+    except LogWriteError as e:
+        log.abandon()
+        return _unlogged(scenario, arm, seed, str(e), started)
+    except Exception as e:                    # a bug of the workbench: this run only
+        log.enabled = True
+        log.emit("error", policy="", hook="", problem=f"internal error: {type(e).__name__}: {e}",
+                 traceback=short_traceback(e))
+        summary = metrics.summary()
+        log.emit("summary", **summary)
+        log.commit()
     except BaseException:
         log.abandon()
         raise
-    log.enabled = True
-    log.emit("summary", **summary)
-    log.commit()
     return RunResult(scenario.name, arm.name, seed, path, summary,
                      time.perf_counter() - started)
 
 
-def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
-              clock_ns: list, plugins_desc: list, metrics: Metrics,
-              instruments: Iterable[trio.abc.Instrument]) -> dict[str, Any]:
+def _unlogged(scenario: ScenarioSpec, arm: ArmSpec, seed: int, problem: str,
+              started: float) -> RunResult:
+    """The result of a run that has no log: outcome "error" with the reason."""
+    metrics = Metrics()
+    metrics.feed({"event": "error", "t": 0.0, "problem": problem})
+    return RunResult(scenario.name, arm.name, seed, None, metrics.summary(),
+                     time.perf_counter() - started)
+
+
+def header(scenario: ScenarioSpec, arm: ArmSpec, plugins_desc: list) -> dict[str, Any]:
+    """The header event's fields (the zone is added once the kernel has booted)."""
     config = {"scenario": scenario.to_json(), "machine": asdict(scenario.machine),
               "limits": {"time_s": seconds(scenario.limits.time_ns),
                          "stall_s": seconds(scenario.limits.stall_ns),
                          "steps": scenario.limits.steps,
                          "steps_per_instant": scenario.limits.steps_per_instant},
               "arm": arm.to_json(), "expect": scenario.expect.get(arm.name)}
-    header = {"schema": SCHEMA_VERSION, "versions": package_versions(),
-              "plugins": plugins_desc, "python": sys.version.split()[0]}
+    return {"config": config, "schema": SCHEMA_VERSION, "versions": package_versions(),
+            "plugins": plugins_desc, "python": sys.version.split()[0]}
+
+
+def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
+              clock_ns: list, plugins_desc: list, metrics: Metrics,
+              instruments: Iterable[trio.abc.Instrument]) -> dict[str, Any]:
+    fields = header(scenario, arm, plugins_desc)
     try:
         kernel = Kernel(scenario, RunPolicies(arm.instantiate(scenario.machine)), seed, log,
                         Interrupt.check)
     except PolicyError as e:
-        log.emit("header", config=config, **header)
-        log.emit("error", policy=e.policy, hook=e.hook, problem=str(e))
+        log.emit("header", **fields)
+        log.emit("error", **e.fields())
         return metrics.summary()
     zone = kernel.zone
-    config["zone"] = {"managed_kb": kb(zone.managed), "min_kb": kb(zone.wmark_min),
-                      "low_kb": kb(zone.wmark_low), "high_kb": kb(zone.wmark_high)}
+    fields["config"]["zone"] = {"managed_kb": kb(zone.managed), "min_kb": kb(zone.wmark_min),
+                                "low_kb": kb(zone.wmark_low), "high_kb": kb(zone.wmark_high)}
     clock_ns[0] = lambda: kernel.clock.now
-    log.emit("header", config=config, **header)
+    log.emit("header", **fields)
     deterministic_scheduling(seed)
-    gc.freeze()         # keep the collector off what existed before the run (perf-baseline §GC)
+    gc.freeze()         # keep the collector off what existed before the run
     try:
         trio.run(kernel.main, clock=trio.testing.MockClock(), instruments=list(instruments))
     except BaseExceptionGroup as group:       # Ctrl-C arrives wrapped by the nursery
@@ -142,6 +145,8 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
         raise
     finally:
         gc.unfreeze()
+    if log.failure is not None:
+        raise log.failed_with(log.failure)
     return metrics.summary()
 
 
@@ -152,7 +157,8 @@ def _job(args: tuple) -> RunResult:
 def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
             seeds: list[int], out: Path, plugins_desc: list[dict[str, str]], jobs: int,
             on_result: Callable[[RunResult], None]) -> list[RunResult]:
-    """Every scenario x arm x seed; results come back in that order."""
+    """Every scenario x arm x seed; results come back in that order.  The
+    manifest is written however the runs end (an interrupt included)."""
     todo = [(s, a, seed, out, plugins_desc) for s in scenarios for a in arms for seed in seeds]
     jobs = min(jobs, len(todo))
     started = time.time()
@@ -171,17 +177,56 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
     return results
 
 
+def _worker_init() -> None:
+    """A pool worker leaves Ctrl-C to the parent (which ends the pool), and
+    dies with the parent however it dies (PR_SET_PDEATHSIG, Linux)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(Exception):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+
+def _picklable(obj: object) -> bool:
+    try:
+        pickle.dumps(obj)
+    except Exception:
+        return False
+    return True
+
+
 def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
                   on_result: Callable[[RunResult], None]) -> None:
-    """Results in submission order, while watching for Ctrl-C."""
-    pool = ProcessPoolExecutor(max_workers=jobs)
+    """Results in submission order, while watching for Ctrl-C.  An arm whose
+    policies cannot be sent to a worker process (a class defined inside a
+    function) runs in this process instead: same logs, one core."""
+    local = {a.name for a in {id(t[1]): t[1] for t in todo}.values() if not _picklable(a)}
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
     try:
-        for future in [pool.submit(_job, args) for args in todo]:
-            while not future.done():
+        futures = [None if args[1].name in local else pool.submit(_job, args) for args in todo]
+        for i, (args, future) in enumerate(zip(todo, futures)):
+            if future is None:
                 Interrupt.check()
-                wait([future], timeout=0.1)
-            results.append(future.result())
-            on_result(results[-1])
+                result = _job(args)
+            else:
+                while not future.done():
+                    Interrupt.check()
+                    wait([future], timeout=0.1)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    # A worker died (os._exit, a signal): start a new pool for
+                    # the rest, and find out whether this run was the cause.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+                    for j in range(i + 1, len(todo)):
+                        if futures[j] is not None:
+                            futures[j] = pool.submit(_job, todo[j])
+                    result = _isolated(args)
+                except Exception as e:
+                    result = _unlogged(args[0], args[1], args[2], "the run could not be sent to "
+                                       f"a worker process: {type(e).__name__}: {e}", time.perf_counter())
+            results.append(result)
+            on_result(result)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         for worker in multiprocessing.active_children():   # their runs stay unfinished
@@ -190,20 +235,40 @@ def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
     pool.shutdown()
 
 
+def _isolated(args: tuple) -> RunResult:
+    """Run one job alone in a fresh worker; if that dies too, the run did it."""
+    with ProcessPoolExecutor(max_workers=1, initializer=_worker_init) as pool:
+        future = pool.submit(_job, args)
+        while not future.done():
+            Interrupt.check()
+            wait([future], timeout=0.1)
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            return _unlogged(args[0], args[1], args[2], "the worker process running it died "
+                             "(a policy that exits the process or crashes it)", time.perf_counter())
+
+
 def write_manifest(exp: Experiment, out: Path, results: list[RunResult], started: float,
-                   planned: int) -> None:
-    """Wall-clock times and versions of the whole invocation (never in a run's log)."""
-    out.mkdir(parents=True, exist_ok=True)
+                   planned: int) -> bool:
+    """Wall-clock times and versions of the whole invocation (never in a
+    run's log).  False, with the reason on stderr, if it cannot be written."""
     manifest = {
         "config": str(exp.path), "title": exp.title, "argv": sys.argv[1:],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": round(time.time() - started, 3), "versions": package_versions(),
         "python": sys.version.split()[0], "planned_runs": planned,
         "runs": [{"scenario": r.scenario, "arm": r.arm, "seed": r.seed,
-                  "log": os.path.relpath(r.path, out), "outcome": r.summary["outcome"],
+                  "log": os.path.relpath(r.path, out) if r.path else None,
+                  "outcome": r.summary["outcome"],
                   "expect_failed": r.summary["expect_failed"], "wall_s": round(r.wall_s, 3)}
                  for r in results],
     }
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    try:
+        prepare_out(out)
+        write_atomic(out / "manifest.json",
+                     (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    except (OSError, OutError) as e:
+        print(f"workbench: cannot write {out / 'manifest.json'}: {e}", file=sys.stderr)
+        return False
+    return True

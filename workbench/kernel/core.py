@@ -9,7 +9,6 @@ modules named after the files it models.
 from __future__ import annotations
 
 import random
-import traceback
 from typing import Any, Awaitable, Callable, Iterator
 
 import outcome
@@ -19,7 +18,7 @@ from workbench.kernel import fork, memcontrol, oom_kill
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
 from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
-from workbench.log import EventLog
+from workbench.log import EventLog, LogWriteError, short_traceback
 from workbench.plugin import PolicyError, RunPolicies
 from workbench.units import kb, seconds
 from workbench.workload.spec import ScenarioSpec
@@ -90,18 +89,20 @@ class Kernel:
             await fn(*args)
         except PolicyError as e:
             if not self.halting:
-                self.log.emit("error", policy=e.policy, hook=e.hook, problem=str(e))
+                self.log.emit("error", **e.fields())
                 self.finish("error")
         except Halt:
             if not self.halting:
                 self.finish("halt")
+        except LogWriteError:
+            self.halt()                         # nothing more can be recorded: stop
         except Exception as e:
             if not self.halting:
-                # A bug in the workbench itself: the traceback goes to stderr, the
-                # run still ends with a valid log.
-                traceback.print_exc()
+                # A bug in the workbench itself: the run still ends with a
+                # valid log, the traceback in it.
                 self.log.emit("error", policy="", hook="",
-                              problem=f"internal error: {type(e).__name__}: {e}")
+                              problem=f"internal error: {type(e).__name__}: {e}",
+                              traceback=short_traceback(e))
                 self.finish("error")
 
     # -- bounding the work of a run ------------------------------------------------
@@ -266,6 +267,12 @@ class Kernel:
                     t.active_mm is mm for t in self.for_each_thread()):
                 continue
             held = {who: n for who, n in mm.holders.items() if n}
+            if held == {"oom_reaper": 1} and self.policies.holds(mm):
+                self.log.emit("error", policy=self.policies.names["reaper"],
+                              hook="workbench_reaper_next",
+                              problem=f"mm {mm.id} was queued with the reaper policy and never "
+                                      "handed to the oom_reaper thread: its pin leaked")
+                continue
             self.log.emit("invariant", problem=f"mm {mm.id} leaked: mm_count {mm.mm_count} "
                           f"held by {held}")
 

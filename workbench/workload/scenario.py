@@ -12,7 +12,7 @@ from typing import Any
 
 from workbench import config as C
 from workbench.kernel import gfp as GFP
-from workbench.units import PAGE_SIZE, pages
+from workbench.units import PAGE_SIZE, format_duration, format_size, pages
 from workbench.workload import program as P
 from workbench.workload.spec import (CgroupSpec, LimitsSpec, MachineSpec, ProcessSpec,
                                      ScenarioSpec, ThreadSpec, VmaSpec)
@@ -53,10 +53,11 @@ def resolve_machine(values: dict[str, Any], problem: Problems) -> MachineSpec:
         reap_rate=values["reap_rate"], reclaim_rate=values["reclaim_rate"],
         reclaim_round_ns=values["reclaim_round"].to_ns(hz),
         quantum_ns=values["quantum"].to_ns(hz))
-    if spec.reclaim_round_ns <= 0:
-        problem("machine.reclaim_round", "expected a duration of more than 0")
-    if spec.quantum_ns <= 0:
-        problem("machine.quantum", "expected a duration of more than 0")
+    # Finer steps than a microsecond model nothing more, and cost a step each.
+    if spec.reclaim_round_ns < 1000:
+        problem("machine.reclaim_round", "expected a duration of at least 1us")
+    if spec.quantum_ns < 1000:
+        problem("machine.quantum", "expected a duration of at least 1us")
     return spec
 
 
@@ -81,7 +82,7 @@ def resolve_scenario(model: C.Scenario, source: str, where: str, experiment: C.E
     limits = resolve_limits(merge(C.LIMITS_DEFAULTS, experiment.limits, model.limits),
                             machine.hz, problem)
     cgroups = _cgroups(model, problem)
-    resolver = _Processes(model, machine, {c.name for c in cgroups}, problem, salvaged)
+    resolver = _Processes(model, machine, limits, {c.name for c in cgroups}, problem, salvaged)
     processes = resolver.resolve()
     _check_memory_fits(processes, machine, problem)
     expect = {arm: _expect(e, f"expect.{arm}", resolver.names, {c.name for c in cgroups},
@@ -144,10 +145,11 @@ def _range(value: tuple) -> dict[str, float | None]:
 class _Processes:
     """Expands and checks [[process]] tables."""
 
-    def __init__(self, model: C.Scenario, machine: MachineSpec, cgroups: set[str],
-                 problem: Problems, salvaged: C.Salvaged | None = None):
+    def __init__(self, model: C.Scenario, machine: MachineSpec, limits: LimitsSpec,
+                 cgroups: set[str], problem: Problems, salvaged: C.Salvaged | None = None):
         self.model = model
         self.machine = machine
+        self.limits = limits
         self.cgroups = cgroups
         self.problem = problem
         # concrete name -> (table index, model)
@@ -225,14 +227,15 @@ class _Processes:
         if p.init and (p.kthread or p.parent or shares or p.start.ns or p.start.jiffies):
             problem(f"{where}.init", "init starts at 0s with its own mm and no parent")
         vmas = self._vmas(where, p)
-        vma_names = self._mm_vmas(p, shares)
+        vma_sizes = self._mm_vmas(p, shares)
         threads = []
         thread_names: set[str] = set()
         for j, t in enumerate(p.thread):
             if t.name in thread_names:
                 problem(f"{where}.thread[{j}].name", f"thread {t.name!r} is defined twice")
             thread_names.add(t.name)
-            steps = _Steps(self.machine, vma_names, has_mm=bool(shares) or not p.kthread,
+            steps = _Steps(self.machine, self.limits, vma_sizes,
+                           has_mm=bool(shares) or not p.kthread,
                            problem=problem)
             program = steps.resolve(t.program, f"{where}.thread[{j}].program")
             threads.append(ThreadSpec(t.name, program))
@@ -278,9 +281,9 @@ class _Processes:
             shares = p.parent if p.vfork else p.shares_mm_with
         return p
 
-    def _mm_vmas(self, p: C.Process, shares: str | None) -> set[str]:
-        """The VMA names this process's threads can touch (own or shared mm)."""
-        return {v.name for v in (self._mm_owner(shares) or p).vma}
+    def _mm_vmas(self, p: C.Process, shares: str | None) -> dict[str, int]:
+        """The VMAs this process's threads can touch (own or shared mm): name -> bytes."""
+        return {v.name: v.size for v in (self._mm_owner(shares) or p).vma}
 
     def _check_sharing_cycles(self) -> None:
         for name, i, p in self.entries:
@@ -298,11 +301,17 @@ class _Processes:
 class _Steps:
     """Turns a thread's program into run-time steps, checking references and lock use."""
 
-    def __init__(self, machine: MachineSpec, vmas: set[str], has_mm: bool, problem: Problems):
+    MAX_DEPTH = 16                      # repeat inside repeat
+
+    def __init__(self, machine: MachineSpec, limits: LimitsSpec, vmas: dict[str, int],
+                 has_mm: bool, problem: Problems):
+        self.machine = machine
+        self.limits = limits
         self.hz = machine.hz
         self.vmas = vmas
         self.has_mm = has_mm
         self.problem = problem
+        self.depth = 0
 
     def resolve(self, steps: list, path: str) -> tuple:
         held: list[str] = []
@@ -314,13 +323,16 @@ class _Steps:
         for i, step in enumerate(steps):
             out.append(self._step(step, f"{path}[{i}]", held))
         return tuple(out)
-
     def _step(self, s: Any, path: str, held: list[str]) -> Any:
         if isinstance(s, (C.AllocStep, C.FreeStep, C.MmapLockStep, C.MmapUnlockStep)):
             if not self.has_mm:
                 self.problem(path, "a kthread without an mm (shares_mm_with) cannot touch user memory")
         if isinstance(s, (C.AllocStep, C.FreeStep)) and s.vma not in self.vmas:
             self.problem(f"{path}.vma", f"no vma named {s.vma!r} in this process's mm")
+        elif isinstance(s, C.AllocStep) and s.alloc > self.vmas[s.vma]:
+            self.problem(f"{path}.alloc", f"{format_size(s.alloc)} is more than vma {s.vma!r} "
+                                          f"holds ({format_size(self.vmas[s.vma])}): the fault "
+                                          "past its end would be a SIGSEGV")
         if isinstance(s, C.AllocStep):
             if not GFP.can_direct_reclaim(s.gfp):
                 self.problem(f"{path}.gfp", "a page fault may sleep: expected flags that can "
@@ -363,28 +375,65 @@ class _Steps:
 
     def _repeat(self, s: C.RepeatStep, path: str, held: list[str]) -> P.Repeat:
         before = list(held)
-        body = self._block(s.do, f"{path}.do", held)
+        self.depth += 1
+        if self.depth > self.MAX_DEPTH:
+            self.problem(path, f"repeat is nested more than {self.MAX_DEPTH} deep")
+            body: tuple = ()
+        else:
+            body = self._block(s.do, f"{path}.do", held)
+        self.depth -= 1
         if held != before:
             self.problem(f"{path}.do", "the body must release every lock it takes (and no other)")
             held[:] = before
-        if s.repeat == "forever" and not _takes_time(body):
-            self.problem(f"{path}.do", 'a repeat = "forever" body needs a step that always '
-                                       'takes virtual time: a sleep, or an alloc or kalloc '
-                                       'that may reclaim')
-        return P.Repeat(None if s.repeat == "forever" else s.repeat, body)
+        repeat = P.Repeat(None if s.repeat == "forever" else s.repeat, body)
+        self._check_bounded(repeat, path)
+        return repeat
+
+    def _check_bounded(self, repeat: P.Repeat, path: str) -> None:
+        """A loop must fit the run's step limits (kernel.core step()): one
+        that takes no virtual time must end within limits.steps_per_instant,
+        and any other within limits.steps by limits.time."""
+        per_pass = _min_ns(repeat.body, self.machine)
+        steps = _steps(repeat.body)
+        lim = self.limits
+        if per_pass == 0:
+            if repeat.times is None:
+                self.problem(f"{path}.do", 'a repeat = "forever" body needs a step that always '
+                                           'takes virtual time: a sleep, or an alloc or kalloc '
+                                           'that may reclaim')
+            elif repeat.times * steps > lim.steps_per_instant:
+                self.problem(f"{path}.repeat", f"{repeat.times} passes of a body that takes no "
+                             f"virtual time are {repeat.times * steps} steps at one instant, "
+                             f"more than limits.steps_per_instant ({lim.steps_per_instant})")
+            return
+        passes = lim.time_ns // per_pass + 1
+        if repeat.times is not None:
+            passes = min(passes, repeat.times)
+        if passes * steps > lim.steps:
+            self.problem(f"{path}.do", f"at least {format_duration(per_pass)} a pass, this loop "
+                         f"may take {passes * steps} steps in limits.time "
+                         f"({format_duration(lim.time_ns)}), more than limits.steps "
+                         f"({lim.steps}): give its steps more time, or raise limits.steps")
 
 
-def _takes_time(body: tuple) -> bool:
-    """Whether every pass through body advances virtual time: a sleep, or an
-    allocation that faults pages in (paying fault_rate) or reclaims (paying
-    reclaim_round) - never one that can fail at once, nor a munmap of nothing."""
+def _min_ns(body: tuple, m: MachineSpec) -> int:
+    """The least virtual time one pass through body takes: its sleeps, and
+    for an allocation that may reclaim, one chunk faulted or one slow-path
+    round - whichever is cheaper (0: it may spin at one instant)."""
+    total = 0
     for step in body:
         if (isinstance(step, (P.Alloc, P.Kalloc)) and step.pages > 0
                 and GFP.can_direct_reclaim(step.gfp)):
-            return True
-        if isinstance(step, P.Sleep) and step.ns > 0:
-            return True
-        if isinstance(step, P.Repeat) and _takes_time(step.body):
-            return True
-    return False
+            chunk = min(step.pages, m.chunk(m.fault_rate))
+            total += min(m.cost_ns(chunk, m.fault_rate), m.reclaim_round_ns)
+        elif isinstance(step, P.Sleep):
+            total += step.ns
+        elif isinstance(step, P.Repeat):
+            total += _min_ns(step.body, m) * (step.times or 1)
+    return total
 
+
+def _steps(body: tuple) -> int:
+    """Program steps (kernel.core step()) in one pass through body."""
+    return sum(1 + (_steps(s.body) * (s.times or 1) if isinstance(s, P.Repeat) else 0)
+               for s in body)

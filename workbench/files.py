@@ -1,0 +1,62 @@
+"""Writing under `out`, and nowhere else.
+
+Scenario and arm names are restricted to a safe alphabet (workbench/config.py),
+and every directory a run writes to is checked, once made, to resolve inside
+`out`, so a symlinked directory cannot lead a log elsewhere.  Files are
+created fresh: a symlink already at a `.tmp` name is removed, never followed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+
+class OutError(Exception):
+    """`out` or a directory under it cannot be used; the message says why."""
+
+
+def prepare_out(out: Path) -> None:
+    """Create `out` (and its parents), or say plainly why it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutError(f"{out}: exists and is not a directory") from None
+    except NotADirectoryError:
+        raise OutError(f"{out}: a part of the path is a file, not a directory") from None
+    except OSError as e:
+        raise OutError(f"{out}: cannot create the directory: {e.strerror or e}") from None
+    if not out.is_dir():
+        raise OutError(f"{out}: exists and is not a directory")
+
+
+def contained_dir(out: Path, *parts: str) -> Path:
+    """out/part/... created, and checked to lie inside out once resolved."""
+    d = out.joinpath(*parts)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutError(f"{d}: cannot create the directory: {e.strerror or e}") from None
+    if not d.resolve().is_relative_to(out.resolve()):
+        raise OutError(f"{d}: resolves to {d.resolve()}, outside {out}")
+    return d
+
+
+def open_new(path: Path, buffering: int = -1) -> BinaryIO:
+    """A new file at path for writing: whatever was there (a stale file, a
+    symlink to somewhere else) is unlinked first, and O_EXCL | O_NOFOLLOW
+    make sure nothing else is opened in its place."""
+    if os.path.lexists(path):
+        os.unlink(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+    return os.fdopen(os.open(path, flags, 0o644), "wb", buffering=buffering)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """path.tmp written fresh, then renamed over path (rename replaces a
+    symlink at path itself, never its target)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open_new(tmp) as f:
+        f.write(data)
+    os.replace(tmp, path)
