@@ -85,7 +85,8 @@ def test_bad_config_exits_2_without_a_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{tmp_path / 'exp.toml'}: seeds:" in r.stderr
     assert f"{tmp_path / 'exp.toml'}: machine.hz:" in r.stderr
-    assert "2 problems" in r.stderr
+    assert f"{tmp_path / 'exp.toml'}: scenarios: no scenario to run" in r.stderr
+    assert "3 problems" in r.stderr
 
 
 def test_bad_usage_exits_2(tmp_path):

@@ -181,7 +181,8 @@ def test_machine_and_limits_merge_experiment_then_scenario(tmp_path):
 
 
 def test_swap_is_refused_until_it_is_modelled(tmp_path):
-    found = problems(tmp_path, '[machine]\nswap = "1GiB"')
+    found = problems(tmp_path, 'scenarios = ["s.toml"]\n[machine]\nswap = "1GiB"',
+                     s='name = "s"\n' + GOOD_PROCESS)
     assert found == [f"{tmp_path / 'exp.toml'}: machine.swap: expected \"0B\": swap-out is not "
                      "modelled yet"]
 

@@ -1,4 +1,4 @@
-"""The command line (DESIGN.md §8): workbench run | validate | plugins.
+"""The command line: workbench run | validate | plugins.
 
 argparse, from the standard library: subcommands, `--seed N` given several
 times, and exit status 2 for bad usage out of the box, which is the
@@ -13,29 +13,43 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from workbench import report
-from workbench.config import ConfigError
-from workbench.experiment import Experiment, load_experiment
-from workbench.plugin import PluginError, Plugins, load_plugins
-from workbench.runner import run_all
+if TYPE_CHECKING:
+    from workbench.experiment import Experiment
+    from workbench.plugin import Plugins
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130          # 128 + SIGINT, as shells report Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Names and paths may not fit the terminal's encoding: escape, never crash.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:           # Ctrl-C before the runs (imports, loading)
+        print("\nworkbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:            # `workbench ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Imported here, not at the top: `--help` and bad usage stay fast, and an
+    # interrupt during these imports is caught by main().
+    from workbench.plugin import PluginError, load_plugins
     try:
         plugins = load_plugins()
     except PluginError as e:
         print(f"workbench: {e}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        return args.command(args, plugins, parser)
-    except BrokenPipeError:            # `workbench ... | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
+    return args.command(args, plugins, parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,14 +58,14 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an experiment and print its outcomes")
     run.add_argument("config", type=Path, help="experiment file (TOML)")
-    run.add_argument("--seed", type=int, action="append", metavar="N",
+    run.add_argument("--seed", type=_seed, action="append", metavar="N",
                      help="run this seed instead of the file's seeds (repeatable)")
     run.add_argument("--arm", action="append", metavar="NAME", help="run only this arm (repeatable)")
     run.add_argument("--scenario", action="append", metavar="NAME",
                      help="run only this scenario (repeatable)")
     run.add_argument("--out", type=Path, metavar="DIR", help="where the logs go (default: the "
                      "file's `out`, else runs/<file stem>)")
-    run.add_argument("--jobs", type=int, default=_cpus(), metavar="N",
+    run.add_argument("--jobs", type=_jobs, default=_cpus(), metavar="N",
                      help="runs in parallel processes (default: one per CPU; the logs are the "
                           "same whatever N)")
     run.set_defaults(command=cmd_run)
@@ -65,6 +79,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seed(text: str) -> int:
+    from workbench.config import SEED_MAX
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {SEED_MAX}, got {text!r}")
+    return value
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"expected a number of processes from 1 to 1024, "
+                                         f"got {text!r}")
+    return value
+
+
 def _cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -72,6 +108,8 @@ def _cpus() -> int:
 
 
 def _load(path: Path, plugins: Plugins) -> Experiment | None:
+    from workbench.config import ConfigError
+    from workbench.experiment import load_experiment
     try:
         return load_experiment(path, plugins)
     except ConfigError as e:
@@ -93,22 +131,30 @@ def _select(names: list[str] | None, items: list, kind: str, parser: argparse.Ar
 
 
 def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+    from workbench import report
+    from workbench.files import OutError, prepare_out
+    from workbench.interrupt import Interrupt
+    from workbench.runner import run_all
     exp = _load(args.config, plugins)
     if exp is None:
         return EXIT_USAGE
     scenarios = _select(args.scenario, list(exp.scenarios), "scenario", parser)
     arms = _select(args.arm, list(exp.arms), "arm", parser)
-    seeds = args.seed or list(exp.seeds)
+    seeds = list(dict.fromkeys(args.seed or exp.seeds))      # a seed given twice runs once
     out = args.out or exp.out
+    try:
+        prepare_out(out)
+    except OutError as e:
+        where = "--out" if args.out else f"{args.config}: out"
+        print(f"workbench: {where}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     table = report.Table(sys.stdout)
     try:
         results = run_all(exp, scenarios, arms, seeds, out, plugins.describe(), args.jobs,
                           table.row)
     except KeyboardInterrupt:
         print(f"\nworkbench: interrupted; finished runs are in {out}", file=sys.stderr)
-        return 130
+        return Interrupt.exit_status()
     table.end(out)
     failed = any(r.summary["outcome"] == "error" or r.summary["expect_failed"] for r in results)
     return EXIT_FAILED if failed else EXIT_OK

@@ -81,6 +81,10 @@ def experiment_from_data(data: dict[str, Any], path: Path, plugins: Plugins) -> 
     _unique(arm_names, "arm", "name", str(path), problems)
     scenarios = _load_scenarios(path, exp, arm_names, set(plugins.registry.presets), problems)
     _unique([s.name for s in scenarios], "scenarios", "scenario name", str(path), problems)
+    _unique([str(seed) for seed in exp.seeds], "seeds", "seed", str(path), problems)
+    if not exp.scenarios and not exp.scenario:
+        problems.append(f"{path}: scenarios: no scenario to run: expected scenarios = "
+                        "[\"GLOB\", ...] naming scenario files, or [[scenario]] tables")
     if problems:
         raise C.ConfigError(problems)
     out = Path(exp.out) if exp.out else Path("runs") / path.stem
