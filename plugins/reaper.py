@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workbench.config import Dur
+from workbench.units import Duration
 from workbench.policy import Policy, ReapWork, Retry, hookimpl
 from workbench.workload.spec import MachineSpec
 
@@ -24,6 +25,15 @@ class SeedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     attempts: int = Field(10, ge=1, description="down_read_trylock attempts before giving up")
     sleep: Dur | None = Field(None, description="sleep after a failed attempt (default HZ/10)")
+
+    @field_validator("sleep")
+    @classmethod
+    def _sleeps(cls, v: Duration | None) -> Duration | None:
+        # schedule_timeout_idle() of 0 returns at once: the retries would spin
+        # without virtual time passing.
+        if v is not None and not (v.ns or v.jiffies):
+            raise ValueError("expected a duration of more than 0")
+        return v
 
 
 class SeedSlot(Policy):

@@ -8,6 +8,7 @@ references.  Every problem becomes one line "FILE: KEY.PATH: what was expected".
 from __future__ import annotations
 
 import codecs
+import difflib
 import glob
 import os
 import re
@@ -15,7 +16,8 @@ import stat
 from dataclasses import dataclass
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer,
                       PlainValidator, Tag, ValidationError, field_validator)
@@ -445,7 +447,10 @@ def validate(model: type[_Model], data: object, where: str, problems: list[str],
         return model.model_validate(data)
     except ValidationError as e:
         for err in e.errors():
-            problems.append(f"{where}: {key_path(err['loc'], prefix)}: {_message(err)}")
+            problems.append(f"{where}: {key_path(err['loc'], prefix)}: {_message(err, model)}")
+        return None
+    except RecursionError:
+        problems.append(f"{where}: {prefix or '(top level)'}: nested too deeply")
         return None
 
 
@@ -466,14 +471,65 @@ def key_path(loc: tuple, prefix: str = "") -> str:
     return out or "(top level)"
 
 
-def _message(err: dict) -> str:
+def _message(err: dict, model: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + _suggest(err["loc"], model)
     if kind == "missing":
         return "required key missing"
     msg = err["msg"]
     return msg.removeprefix("Value error, ")
+
+
+def _suggest(loc: tuple, model: type[BaseModel]) -> str:
+    """ " (did you mean 'memory'?)" for a near miss, else the keys the table takes."""
+    table = _model_at(model, loc[:-1])
+    if table is None:
+        return ""
+    keys = list(table.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    if close and table is not Expect:
+        return f" (did you mean {close[0]!r}?)"
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f" ({hint}{'expect' if table is Expect else 'valid'} keys: {', '.join(keys)})"
+
+
+def _model_at(model: Any, loc: tuple) -> type[BaseModel] | None:
+    """The model of the table at loc under model (None if loc leads elsewhere)."""
+    current: Any = model
+    for part in loc:
+        current = _descend(current, part)
+        if current is None:
+            return None
+    return _as_model(current)
+
+
+def _descend(t: Any, part: object) -> Any:
+    model = _as_model(t)
+    if model is not None:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field is not None else None
+    origin, args = get_origin(t), get_args(t)
+    if origin is Annotated:
+        return _descend(args[0], part)
+    if origin in (Union, UnionType):
+        if isinstance(part, str) and part in STEP_TYPES:     # a step's tag
+            return STEP_TYPES[part]
+        rest = [a for a in args if a is not type(None)]
+        return _descend(rest[0], part) if len(rest) == 1 else None
+    if origin is list and isinstance(part, int):
+        return args[0]
+    if origin is dict:
+        return args[1]
+    return None
+
+
+def _as_model(t: Any) -> type[BaseModel] | None:
+    while get_origin(t) is Annotated or (get_origin(t) in (Union, UnionType)
+                                         and len([a for a in get_args(t)
+                                                  if a is not type(None)]) == 1):
+        t = next(a for a in get_args(t) if a is not type(None))
+    return t if isinstance(t, type) and issubclass(t, BaseModel) else None
 
 
 def expand_scenario_globs(config_path: Path, patterns: list[str], problems: list[str]) -> list[Path]:
