@@ -18,6 +18,7 @@ from workbench.workload.spec import (CgroupSpec, LimitsSpec, MachineSpec, Proces
                                      ScenarioSpec, ThreadSpec, VmaSpec)
 
 COMM_LEN = 15                 # TASK_COMM_LEN - 1
+MIN_STEP_NS = 10_000          # the finest quantum and reclaim_round
 
 
 class Problems:
@@ -53,11 +54,11 @@ def resolve_machine(values: dict[str, Any], problem: Problems) -> MachineSpec:
         reap_rate=values["reap_rate"], reclaim_rate=values["reclaim_rate"],
         reclaim_round_ns=values["reclaim_round"].to_ns(hz),
         quantum_ns=values["quantum"].to_ns(hz))
-    # Finer steps than a microsecond model nothing more, and cost a step each.
-    if spec.reclaim_round_ns < 1000:
-        problem("machine.reclaim_round", "expected a duration of at least 1us")
-    if spec.quantum_ns < 1000:
-        problem("machine.quantum", "expected a duration of at least 1us")
+    # Finer steps model nothing more, and each costs a step (limits.steps).
+    if spec.reclaim_round_ns < MIN_STEP_NS:
+        problem("machine.reclaim_round", "expected a duration of at least 10us")
+    if spec.quantum_ns < MIN_STEP_NS:
+        problem("machine.quantum", "expected a duration of at least 10us")
     return spec
 
 
