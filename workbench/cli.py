@@ -31,11 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:           # Ctrl-C before the runs (imports, loading)
-        print("\nworkbench: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:            # `workbench ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
+
+
+def interrupted(message: str, status: int) -> int:
+    """Say so, and exit with status rather than by the signal."""
+    # CPython 3.11 marks a KeyboardInterrupt raised inside exec() of a string
+    # (dataclasses build their methods so) as unhandled even once caught, and
+    # then exits by SIGINT; the next exec() clears the mark.
+    exec("None")
+    print(f"\nworkbench: {message}", file=sys.stderr)
+    return status
 
 
 def _main(argv: list[str] | None) -> int:
@@ -153,8 +162,7 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
         results = run_all(exp, scenarios, arms, seeds, out, plugins.describe(), args.jobs,
                           table.row)
     except KeyboardInterrupt:
-        print(f"\nworkbench: interrupted; finished runs are in {out}", file=sys.stderr)
-        return Interrupt.exit_status()
+        return interrupted(f"interrupted; finished runs are in {out}", Interrupt.exit_status())
     table.end(out)
     failed = any(r.summary["outcome"] == "error" or r.summary["expect_failed"] for r in results)
     return EXIT_FAILED if failed else EXIT_OK

@@ -90,6 +90,8 @@ def _path_name(value: object) -> str:
     """Scenario and arm names become directories under `out`: only a safe
     alphabet, so that no name can climb out of it or mean two paths."""
     if isinstance(value, str) and re.match(NAME_RE, value):
+        if value.startswith("manifest.json"):
+            raise ValueError(f"{value} is the run's manifest in `out`: choose another name")
         return value
     raise ValueError(f"expected {NAME_HINT}, got {value!r}")
 

@@ -32,14 +32,19 @@ def prepare_out(out: Path) -> None:
 
 
 def contained_dir(out: Path, *parts: str) -> Path:
-    """out/part/... created, and checked to lie inside out once resolved."""
-    d = out.joinpath(*parts)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutError(f"{d}: cannot create the directory: {e.strerror or e}") from None
-    if not d.resolve().is_relative_to(out.resolve()):
-        raise OutError(f"{d}: resolves to {d.resolve()}, outside {out}")
+    """out/part/... created level by level, each checked to lie inside out
+    once resolved before anything is made beneath it."""
+    prepare_out(out)
+    root = out.resolve()
+    d = out
+    for part in parts:
+        d = d / part
+        if not d.resolve().is_relative_to(root):
+            raise OutError(f"{d}: resolves to {d.resolve()}, outside {out}")
+        try:
+            d.mkdir(exist_ok=True)
+        except OSError as e:
+            raise OutError(f"{d}: cannot create the directory: {e.strerror or e}") from None
     return d
 
 
