@@ -159,13 +159,13 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
         return EXIT_USAGE
     table = report.Table(sys.stdout)
     try:
-        results = run_all(exp, scenarios, arms, seeds, out, plugins.describe(), args.jobs,
-                          table.row)
+        results, manifest = run_all(exp, scenarios, arms, seeds, out, plugins.describe(),
+                                    args.jobs, table.row)
     except KeyboardInterrupt:
         return interrupted(f"interrupted; finished runs are in {out}", Interrupt.exit_status())
     table.end(out)
     failed = any(r.summary["outcome"] == "error" or r.summary["expect_failed"] for r in results)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed or not manifest else EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:

@@ -1,12 +1,12 @@
-"""The event log of one run (DESIGN.md §6): JSON lines through structlog.
+"""The event log of one run (docs/events.md): JSON lines through structlog.
 
 Keys are sorted and times are virtual, so the same config and seed give a
 byte-identical file.  The vocabulary is closed: `EVENTS` lists every event
-name with what it records (docs/events.md is generated from it).  An event
-carries `msg` only where the modelled kernel printed a line, worded as 4.5
-worded it.  Lines are written through orjson into a buffered file that is not
-flushed per line (perf-baseline/README.md §4); the run writes `.jsonl.tmp`
-and renames it once its summary is written.
+name with what it records (docs/events.md's table is checked against it).
+An event carries `msg` only where the modelled kernel printed a line, worded
+as 4.5 worded it.  Lines are written through orjson into a buffered file that
+is not flushed per line (a flush would cost more than the event); the run
+writes `.jsonl.tmp` and renames it once its summary is written.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ EVENTS: dict[str, str] = {
     "error": "The run cannot go on (outcome error): a policy raised or answered wrongly "
              "(policy, hook, problem, traceback), or a scenario, step-limit or internal "
              "problem (policy empty).",
-    "summary": "Last line: outcome and metrics (DESIGN.md §7).",
+    "summary": "Last line: outcome and metrics (docs/metrics.md).",
 }
 
 

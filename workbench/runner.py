@@ -156,9 +156,9 @@ def _job(args: tuple) -> RunResult:
 
 def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
             seeds: list[int], out: Path, plugins_desc: list[dict[str, str]], jobs: int,
-            on_result: Callable[[RunResult], None]) -> list[RunResult]:
-    """Every scenario x arm x seed; results come back in that order.  The
-    manifest is written however the runs end (an interrupt included)."""
+            on_result: Callable[[RunResult], None]) -> tuple[list[RunResult], bool]:
+    """Every scenario x arm x seed; results come back in that order, with
+    whether the manifest was written (it is, however the runs end)."""
     todo = [(s, a, seed, out, plugins_desc) for s in scenarios for a in arms for seed in seeds]
     jobs = min(jobs, len(todo))
     started = time.time()
@@ -173,8 +173,8 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
             else:
                 _run_parallel(todo, jobs, results, on_result)
     finally:
-        write_manifest(exp, out, results, started, len(todo))
-    return results
+        manifest = write_manifest(exp, out, results, started, len(todo))
+    return results, manifest
 
 
 def _worker_init() -> None:
