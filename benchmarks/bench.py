@@ -61,7 +61,7 @@ def main_job(out: Path) -> list[dict]:
 
 
 def bare_sleep_loop(tasks: int = 10, sleeps: int = 6000) -> dict:
-    """N tasks x K trio.sleep of continuous delays (perf-baseline's sleep model)."""
+    """N tasks x K trio.sleep of continuous delays (the usual way to model time in Trio)."""
     import random
     rng = random.Random(1)
     delays = [[rng.uniform(1e-3, 1e-2) for _ in range(sleeps)] for _ in range(tasks)]

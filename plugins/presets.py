@@ -1,4 +1,4 @@
-"""Presets: named plugin sets (DESIGN.md §4)."""
+"""Presets: named plugin sets."""
 
 from __future__ import annotations
 

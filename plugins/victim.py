@@ -41,7 +41,7 @@ class Linux45(Policy):
     @hookimpl
     def workbench_oom_sacrifice_child(self, oc: OomControl, victim: Victim) -> Victim:
         """Any eligible child with its own mm beats its parent: victim_points
-        starts at 0, not at the parent's score (KERNEL.md §1.4)."""
+        starts at 0, not at the parent's score (mm/oom_kill.c oom_kill_process(), 4.5)."""
         best, best_points = victim, 0
         for child in victim.task.process.children:
             if process_shares_mm(child, victim.task.mm):

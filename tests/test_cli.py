@@ -1,4 +1,4 @@
-"""The command line (DESIGN.md §8): run, validate, plugins; exit statuses; files written."""
+"""The command line (docs/running.md): run, validate, plugins; exit statuses; files written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config and scenario language (DESIGN.md §5, §9): every problem at once, with file and key."""
+"""Config and scenario language (docs/config.md): every problem at once, with file and key."""
 
 from __future__ import annotations
 

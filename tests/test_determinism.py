@@ -1,4 +1,4 @@
-"""A run is a pure function of (config, seed): byte-identical logs (DESIGN.md §3, §6)."""
+"""A run is a pure function of (config, seed): byte-identical logs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exit, mm_struct references and memory accounting (KERNEL.md §1.6)."""
+"""Exit, mm_struct references and memory accounting (kernel/exit.c, kernel/fork.c)."""
 
 from __future__ import annotations
 

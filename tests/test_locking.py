@@ -1,4 +1,4 @@
-"""Kernel sleeping locks and signals (DESIGN.md §3): hand-off, killable and D-state waits."""
+"""Kernel sleeping locks and signals: hand-off, killable and D-state waits."""
 
 from __future__ import annotations
 

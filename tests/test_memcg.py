@@ -1,4 +1,4 @@
-"""Memory cgroups as 4.5 has them (KERNEL.md §1.11, §7a)."""
+"""Memory cgroups as 4.5 has them (mm/memcontrol.c)."""
 
 from __future__ import annotations
 

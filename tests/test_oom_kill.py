@@ -1,4 +1,4 @@
-"""out_of_memory(), select_bad_process() and oom_kill_process() of 4.5 (KERNEL.md §1.2-§1.4)."""
+"""out_of_memory(), select_bad_process() and oom_kill_process() of 4.5 (mm/oom_kill.c)."""
 
 from __future__ import annotations
 

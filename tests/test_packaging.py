@@ -1,4 +1,4 @@
-"""Packaging traps (DESIGN.md §2): plugins/ ships as workbench.plugins; nobody imports `plugins`."""
+"""Packaging traps: plugins/ ships as workbench.plugins; nobody imports `plugins`."""
 
 from __future__ import annotations
 

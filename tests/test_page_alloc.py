@@ -1,4 +1,4 @@
-"""The 4.5 zone and allocator slow path (KERNEL.md §1.1)."""
+"""The 4.5 zone and allocator slow path (mm/page_alloc.c)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The plugin contract (DESIGN.md §4): named policies, presets, options, errors."""
+"""The plugin contract: named policies, presets, options, errors."""
 
 from __future__ import annotations
 

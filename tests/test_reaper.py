@@ -1,4 +1,4 @@
-"""The seed's OOM reaper and VMA filter (KERNEL.md §1.9, §7a)."""
+"""The seed's OOM reaper and VMA filter (mm/oom_kill.c, aac453635549)."""
 
 from __future__ import annotations
 

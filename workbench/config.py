@@ -1,4 +1,4 @@
-"""The experiment and scenario files (DESIGN.md §5): TOML schema and loading.
+"""The experiment and scenario files (docs/config.md): TOML schema and loading.
 
 pydantic validates the shape of every file and reports every problem at once
 with its location; `workload.scenario` then resolves names, pids and cross
@@ -294,7 +294,7 @@ class CgroupExpect(_Model):
 
 
 class Expect(_Model):
-    """Expected results of one arm (DESIGN.md §7 metrics)."""
+    """Expected results of one arm (docs/metrics.md)."""
 
     outcome: Annotated[tuple[str, ...], PlainValidator(_outcomes)] | None = None
     killed: list[str] | None = None

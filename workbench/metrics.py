@@ -1,4 +1,4 @@
-"""Outcomes and metrics (DESIGN.md §7), computed from the event log alone.
+"""Outcomes and metrics (docs/metrics.md), computed from the event log alone.
 
 `Metrics` is fed every event of a run, in order, and returns the summary.
 The run itself feeds it as it logs, so the summary it writes is exactly what

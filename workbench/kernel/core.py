@@ -167,7 +167,7 @@ class Kernel:
     # -- what the metrics need -------------------------------------------------------
 
     def stall_begin(self, task: Task, pages: int, gfp: int, memcg: Any = None) -> list:
-        """An allocation request (one chunk) entered the slow path (DESIGN.md §7)."""
+        """An allocation request (one chunk) entered the slow path (docs/metrics.md: a stall)."""
         rec = [task, self.clock.now, pages, gfp, memcg]
         self.open_stalls.append(rec)
         return rec

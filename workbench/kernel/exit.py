@@ -1,11 +1,11 @@
-"""Thread exit (kernel/exit.c, KERNEL.md §1.6).
+"""Thread exit (kernel/exit.c: do_exit(), exit_mm(), 4.5).
 
 do_exit() sets PF_EXITING, then exit_mm(): down_read(mmap_sem) - not a
 trylock, so a writer holding or queued on it keeps the exiting victim in D
 state - then the thread lets go of the mm and mmput() tears the address space
 down if it was the last user.  TIF_MEMDIE is cleared only after that mmput,
 on the thread's own flag, even when another user (the reaper) still holds the
-memory (KERNEL.md §7a note 1c).
+memory (exit_mm() calls exit_oom_victim() after mmput(), 4.5).
 """
 
 from __future__ import annotations

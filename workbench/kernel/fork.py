@@ -1,6 +1,6 @@
 """Creating processes and the mm reference counts (kernel/fork.c).
 
-Pids follow DESIGN.md §5: 1 is init, then the kernel's threads, then the
+Pids follow docs/config.md: 1 is init, then the kernel's threads, then the
 scenario's processes in file order, each process's threads numbered after
 its leader.  A process exists for the OOM killer only from its start time,
 when it is forked: its resident pages are faulted in at once and its threads
@@ -197,7 +197,7 @@ async def _thread(k: Kernel, task: Task, steps: tuple) -> None:
 
 async def mmput(k: Kernel, task: Task, mm: MmStruct) -> None:
     """Drop an mm_users reference; the last one tears the address space down
-    in the caller's context (the seed's reaper included, KERNEL.md §1.12)."""
+    in the caller's context (the seed's reaper included: its mmput() may be the last one)."""
     if not mm.check_alive("mmput"):
         return
     mm.mm_users -= 1

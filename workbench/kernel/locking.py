@@ -2,9 +2,9 @@
 
 Both hand ownership directly to the woken waiter (no barging) and never yield
 when the lock is free, so an uncontended lock costs no scheduler step
-(perf-baseline/README.md, "kernel-like locks").  Waits are uninterruptible
+(a scheduler step costs more than the lock itself).  Waits are uninterruptible
 unless the caller asks for a killable one (mutex_lock_killable; a killable
-down_write only exists from 4.7, KERNEL.md §1.7).
+down_write only exists from 4.7: down_write_killable(), kernel/locking/rwsem.c).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Memory cgroups as 4.5 has them (mm/memcontrol.c, KERNEL.md §1.11 and §7a).
+"""Memory cgroups as 4.5 has them (mm/memcontrol.c: try_charge(), mem_cgroup_oom_synchronize()).
 
 Every page a process faults in or allocates is charged to its cgroup; pages
 freed, reaped or unmapped at exit are uncharged (page cache stays charged
@@ -13,7 +13,7 @@ with no progress), then:
 - any other charge (kalloc, GFP_NOFS) fails with -ENOMEM and kills nothing.
 The victim scan covers the cgroup's tasks only, with the same abort while a
 victim is pending - and a memcg victim's TIF_MEMDIE also aborts every global
-scan, because that one walks all threads (KERNEL.md §7a note 4d).
+scan, because that one walks all threads (mm/oom_kill.c oom_scan_process_thread(), 4.5).
 Cgroups are flat children of the root; the root has no limit.
 """
 

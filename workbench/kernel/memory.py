@@ -47,7 +47,8 @@ async def fault_in(k: Kernel, task: Task, vma: Vma, pages: int, gfp: int) -> Non
 def _enomem(task: Task, vma: Vma, gfp: int) -> bool:
     """A charge without __GFP_FS stands for a charge from kernel context:
     4.5 arms memcg OOM only in user faults, so it fails with -ENOMEM and the
-    step fails (KERNEL.md §7a note 3).  Any other shortfall is VM_FAULT_OOM."""
+    step fails (4.5 mm/memory.c handle_mm_fault() calls mem_cgroup_oom_enable()
+    only for FAULT_FLAG_USER).  Any other shortfall is VM_FAULT_OOM."""
     return not GFP.fs_allowed(gfp) and task.memcg_oom is None and not vma.hugetlb_page
 
 

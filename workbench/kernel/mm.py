@@ -5,7 +5,7 @@ kind of page and the mm keeps the sums the OOM killer reads (get_mm_rss,
 MM_SWAPENTS, nr_ptes).  mm_users counts users of the address space, mm_count
 pins the struct itself; both are checked, so that using an mm after its last
 mmdrop() or leaving a reference behind is a detected invariant violation
-(KERNEL.md §1.6).
+(kernel/fork.c mmput()/mmdrop(), 4.5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The OOM killer and the seed's OOM reaper (mm/oom_kill.c, KERNEL.md §1.2-§1.9).
+"""The OOM killer and the seed's OOM reaper (mm/oom_kill.c, 4.5 and aac453635549).
 
 The mechanisms are here: the shortcut for a dying allocator, the kill
 (SIGKILL first, then TIF_MEMDIE, then the mm's other users), the kernel's

@@ -1,4 +1,4 @@
-"""The zone and the page allocator of Linux 4.5 (mm/page_alloc.c, KERNEL.md §1.1).
+"""The zone and the page allocator of Linux 4.5 (mm/page_alloc.c).
 
 One ZONE_NORMAL.  A request is a chunk of order-0 pages sized by virtual time
 (fault_rate x quantum), granted page by page as the kernel would: each page

@@ -5,7 +5,7 @@ nanoseconds kept by `Clock`: sleepers go on a timer heap keyed
 (time, sequence) and one driver task advances time when every other task is
 blocked (trio.testing.wait_all_tasks_blocked).  That is about twice as fast as
 trio.sleep under MockClock and keeps ties in FIFO order instead of Trio's
-address order (perf-baseline/README.md, "own the timer").
+address order.
 
 SIGKILL is Trio cancellation: each thread runs its program inside a
 CancelScope that the signal cancels.  A TASK_KILLABLE or TASK_INTERRUPTIBLE

@@ -5,7 +5,7 @@ pages no one maps, then clean pages mapped by processes (not mlocked), in
 task-list order.  Dirty page cache needs writeback, which is not modelled, so
 it is never reclaimed.  A round costs reclaim_rate for what it freed, or
 reclaim_round when it found nothing: that is what makes a livelocked
-allocator advance the clock (DESIGN.md §5).  kswapd is not modelled; every
+allocator advance the clock.  kswapd is not modelled; every
 allocator reclaims for itself.
 """
 

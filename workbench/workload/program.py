@@ -1,4 +1,4 @@
-"""The step language at run time: what a simulated thread does (DESIGN.md §5).
+"""The step language at run time: what a simulated thread does (docs/config.md).
 
 Each step is a system call or a stretch of kernel code run by the thread:
 `alloc` page faults, `kalloc`/`kfree` kernel memory, `free` munmap, `lock` and
