@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import glob
+import math
 import os
 import re
 import stat
@@ -68,12 +69,20 @@ def _outcomes(value: object) -> tuple[str, ...]:
 
 def _number_range(value: object) -> tuple[float | None, float | None]:
     """An expected number: exact, or { min = .., max = .. } (either may be left out)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _number(value):
         return (value, value)
     if isinstance(value, dict) and value and set(value) <= {"min", "max"} and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            _number(v) for v in value.values()):
         return (value.get("min"), value.get("max"))
-    raise ValueError(f"expected a number or {{ min = .., max = .. }}, got {value!r}")
+    raise ValueError(f"expected a finite number or {{ min = .., max = .. }} of them (integers "
+                     f"within 64 bits), got {value!r}")
+
+
+def _number(value: object) -> bool:
+    """A number the log can hold as written: finite, and a 64-bit integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else -(1 << 63) <= value < 1 << 63
 
 
 SEED_MAX = (1 << 63) - 1          # seeds are logged as signed 64-bit integers

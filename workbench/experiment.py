@@ -81,6 +81,11 @@ def experiment_from_data(data: dict[str, Any], path: Path, plugins: Plugins) -> 
     _unique(arm_names, "arm", "name", str(path), problems)
     scenarios = _load_scenarios(path, exp, arm_names, set(plugins.registry.presets), problems)
     _unique([s.name for s in scenarios], "scenarios", "scenario name", str(path), problems)
+    for s in scenarios:                 # what the log header will hold must serialise
+        try:
+            dumps({"scenario": s.to_json(), "expect": s.expect})
+        except Exception as e:
+            problems.append(f"{s.source}: a value the log cannot hold: {e}")
     _unique([str(seed) for seed in exp.seeds], "seeds", "seed", str(path), problems)
     if not exp.scenarios and not exp.scenario:
         problems.append(f"{path}: scenarios: no scenario to run: expected scenarios = "

@@ -178,9 +178,11 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
 
 
 def _worker_init() -> None:
-    """A pool worker leaves Ctrl-C to the parent (which ends the pool), and
-    dies with the parent however it dies (PR_SET_PDEATHSIG, Linux)."""
+    """A pool worker leaves Ctrl-C to the parent (which ends the pool), dies
+    at once when the parent terminates it (not the parent's handler, which
+    fork copied), and dies with the parent however it dies (PR_SET_PDEATHSIG)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(Exception):
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
