@@ -145,7 +145,9 @@ def size_text(draw, nbytes: int) -> Any:
 def draw_size(draw, max_bytes: int, min_bytes: int = PAGE) -> int:
     """A size in [min_bytes, max_bytes]: mostly whole MiB or pages, now and then odd bytes."""
     max_bytes = max(max_bytes, min_bytes)
-    kind = draw(st.sampled_from(["mib", "mib", "page", "page", "bytes"]))
+    kind = draw(st.sampled_from(["max", "max", "mib", "mib", "page", "page", "bytes"]))
+    if kind == "max":                           # the whole of it: enough to run out of memory
+        return max_bytes
     if kind == "mib" and max_bytes >= MiB and max_bytes // MiB >= max(1, -(-min_bytes // MiB)):
         return draw(st.integers(max(1, -(-min_bytes // MiB)), max_bytes // MiB)) * MiB
     if kind in ("mib", "page") and max_bytes // PAGE >= -(-min_bytes // PAGE):
@@ -508,6 +510,7 @@ def check_summaries(logs: dict[str, tuple[bytes, dict]]) -> None:
             assert not problem.startswith("internal error"), f"{path}: {problem}\n" \
                 + _tracebacks(logs[path][0])
         event(f"outcome: {s['outcome']}")
+        event(f"kills: {min(s['kills'], 3)}{'+' if s['kills'] > 3 else ''}")
         if s["outcome"] == "error":
             for problem in s["errors"]:
                 event("error: " + re.sub(r"[0-9.]+", "N", problem)[:60])

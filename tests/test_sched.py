@@ -29,6 +29,9 @@ class MiniKernel:
     def time_advanced(self):
         pass
 
+    def step(self):
+        pass
+
     def has_blocked_threads(self):
         return False
 

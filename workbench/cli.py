@@ -9,13 +9,15 @@ expectation failed or a run ended in "error"; 2 bad usage or a bad config.
 
 from __future__ import annotations
 
-import argparse
-import os
+# Only sys at import time: anything else is imported inside main(), where a
+# Ctrl-C during the imports is caught.
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+
     from workbench.experiment import Experiment
     from workbench.plugin import Plugins
 
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:           # Ctrl-C before the runs (imports, loading)
         return interrupted("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:            # `workbench ... | head`: stop quietly
+        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
 
@@ -62,6 +65,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+    from pathlib import Path
     p = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
@@ -89,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _seed(text: str) -> int:
+    import argparse
+
     from workbench.config import SEED_MAX
     try:
         value = int(text)
@@ -100,6 +107,7 @@ def _seed(text: str) -> int:
 
 
 def _jobs(text: str) -> int:
+    import argparse
     try:
         value = int(text)
     except ValueError:
@@ -111,6 +119,7 @@ def _jobs(text: str) -> int:
 
 
 def _cpus() -> int:
+    import os
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1

@@ -136,6 +136,7 @@ class Clock:
     async def sleep(self, task: Task, ns: int, state: str, what: str = "sleep") -> bool:
         """schedule_timeout(): True when the time passed, False when a fatal
         signal cut a killable sleep short."""
+        self.k.step()                   # a stretch of work: counts against limits.steps
         entry = [self.now + ns, next(self._seq), task, True]
         heapq.heappush(self._heap, entry)
 
