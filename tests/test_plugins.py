@@ -182,3 +182,34 @@ def test_the_readmes_lifo_reaper_reaps_every_parallel_memcg_victim(tmp_path):
     queued = [e["comm"] for e in r.of("reaper_queued")]
     reaped = [e["comm"] for e in r.of("reap_attempt")]
     assert reaped == queued[::-1]             # the three OOMs come before the reaper runs
+
+
+def test_a_plugin_that_cannot_be_imported_is_named_and_the_others_still_load(monkeypatch,
+                                                                           capsys):
+    from importlib import metadata
+
+    import workbench.plugin
+    from workbench import cli
+    real = metadata.entry_points
+    broken = metadata.EntryPoint(name="aaa-broken", value="no_such_module_here",
+                                 group="workbench")
+    monkeypatch.setattr(workbench.plugin.metadata, "entry_points",
+                        lambda group: [*real(group=group), broken])
+    plugins = load_plugins()
+    assert "patch" in plugins.registry.presets
+    assert plugins.broken == ["plugin 'aaa-broken' (no_such_module_here) cannot be imported: "
+                              "ModuleNotFoundError: No module named 'no_such_module_here'"]
+    assert cli.main(["plugins"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: plugin 'aaa-broken'" in err and "Traceback" not in err
+
+
+def test_a_registration_hook_that_raises_is_refused_at_start_up_naming_the_plugin():
+    class Raises:
+        @hookimpl
+        def workbench_register_policies(self, registry):
+            raise RuntimeError("half-installed")
+
+    with pytest.raises(PluginError, match="Raises': workbench_register_policies raised "
+                                          "RuntimeError: half-installed"):
+        load_plugins([Raises()])

@@ -61,6 +61,8 @@ def _main(argv: list[str] | None) -> int:
     except PluginError as e:
         print(f"workbench: {e}", file=sys.stderr)
         return EXIT_USAGE
+    for problem in plugins.broken:
+        print(f"workbench: warning: {problem}", file=sys.stderr)
     return args.command(args, plugins, parser)
 
 

@@ -380,7 +380,7 @@ class ExperimentFile(_Model):
                                                                   min_length=1)
     scenarios: list[str] = Field(default_factory=list)
     scenario: list[dict[str, Any]] = Field(default_factory=list)  # validated as Scenario below
-    out: str | None = None
+    out: str | None = Field(None, min_length=1)
     machine: MachinePatch = MachinePatch()
     limits: LimitsPatch = LimitsPatch()
     arm: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "patch"}])  # each an Arm

@@ -105,16 +105,15 @@ class PolicyRegistry:
 class Plugins:
     pm: pluggy.PluginManager
     registry: PolicyRegistry
+    dists: dict[str, str] = field(default_factory=dict)   # plugin name -> "dist version"
+    broken: list[str] = field(default_factory=list)       # plugins that could not be imported
 
     def describe(self) -> list[dict[str, str]]:
         """The registered plugins in a fixed order, for the log header."""
-        dists = {p: d for p, d in self.pm.list_plugin_distinfo()}
         out = []
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda x: x[0]):
-            dist = dists.get(plugin)
             module = getattr(plugin, "__name__", None) or type(plugin).__module__
-            out.append({"name": name, "module": module,
-                        "dist": f"{dist.project_name} {dist.version}" if dist else ""})
+            out.append({"name": name, "module": module, "dist": self.dists.get(name, "")})
         return out
 
 
@@ -128,15 +127,47 @@ def load_plugins(extra: Iterable[Any] = ()) -> Plugins:
     """Load the entry-point plugins (plus `extra` plugin objects, for tests)
     and collect their policies."""
     pm = new_plugin_manager()
-    pm.load_setuptools_entrypoints(PROJECT)
+    plugins = Plugins(pm, PolicyRegistry())
+    _load_entry_points(plugins)
     for plugin in extra:       # named by module or class, never by id(): headers stay stable
-        pm.register(plugin, name=getattr(plugin, "__name__", type(plugin).__qualname__))
-    registry = PolicyRegistry()
+        _register(pm, plugin, getattr(plugin, "__name__", type(plugin).__qualname__))
+    registry = plugins.registry
     for impl in reversed(pm.hook.workbench_register_policies.get_hookimpls()):
         registry.current_plugin = impl.plugin_name
-        impl.function(registry=registry)
+        try:
+            impl.function(registry=registry)
+        except PluginError:
+            raise
+        except Exception as e:
+            raise PluginError(f"plugin {impl.plugin_name!r}: workbench_register_policies raised "
+                              f"{type(e).__name__}: {e}") from e
     registry.check_presets()
-    return Plugins(pm, registry)
+    return plugins
+
+
+def _load_entry_points(plugins: Plugins) -> None:
+    """The entry-point group's plugins, by entry-point name; one that cannot
+    be imported is set aside (plugins.broken) so that the others still work:
+    a config naming its policies then gets an unknown-policy error."""
+    for ep in sorted(metadata.entry_points(group=PROJECT), key=lambda e: e.name):
+        dist = f"{ep.dist.metadata['name']} {ep.dist.version}" if ep.dist else ""
+        if plugins.pm.has_plugin(ep.name):
+            raise PluginError(f"plugin {ep.name!r} ({dist}): another plugin has that name")
+        try:
+            plugin = ep.load()
+        except Exception as e:
+            plugins.broken.append(f"plugin {ep.name!r} ({dist or ep.value}) cannot be imported: "
+                                  f"{type(e).__name__}: {e}")
+            continue
+        _register(plugins.pm, plugin, ep.name)
+        plugins.dists[ep.name] = dist
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except (ValueError, pluggy.PluginValidationError) as e:   # a duplicate name, a bad hookimpl
+        raise PluginError(f"plugin {name!r}: {e}") from e
 
 
 @functools.cache

@@ -40,7 +40,10 @@ class Kernel:
         self.exit_chunk = m.chunk(m.exit_rate)
         self.reap_chunk = m.chunk(m.reap_rate)
         managed = m.memory // 4096
-        self.zone = Zone(self, managed, m.min_free_kbytes or min_free_kbytes_for(kb(managed)))
+        min_free_kb = m.min_free_kbytes
+        if min_free_kb is None:                         # "auto"; 0 is a setting of its own
+            min_free_kb = min_free_kbytes_for(kb(managed))
+        self.zone = Zone(self, managed, min_free_kb)
         # Persistent hugetlb pages are taken from the buddy allocator at boot
         # (hugetlb_init, after the watermarks are set) and never come back.
         self.zone.hugetlb = sum(v.size for p in scenario.processes for v in p.vmas
