@@ -447,7 +447,7 @@ def read_toml(path: Path, problems: list[str]) -> dict | None:
     except tomllib.TOMLDecodeError as e:
         problems.append(f"{path}: TOML syntax error: {e}")
     except RecursionError:
-        problems.append(f"{path}: TOML syntax error: nested too deeply")
+        problems.append(f"{path}: nested too deeply to read (arrays and tables within each other)")
     return None
 
 
