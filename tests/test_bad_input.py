@@ -106,7 +106,7 @@ def test_names_that_do_not_fit_the_terminal_are_escaped(tmp_path):
     ('{ repeat = 1000000000, do = [{ kfree = "4KiB" }] }',
      "program[0].repeat: 1000000000 passes of a body that takes no virtual time"),
     ('{ repeat = "forever", do = [{ sleep = "1ns" }] }',
-     "more than limits.steps (10000000): give its steps more time, or raise limits.steps"),
+     "more than limits.steps (2000000): give its steps more time, or raise limits.steps"),
 ])
 def test_loops_too_long_for_the_step_limits_are_refused(tmp_path, capsys, program, message):
     refused(capsys, write(tmp_path, scenario("s", process("p", program=[program]))), message)

@@ -39,7 +39,7 @@ def test_resident_memory_that_does_not_fit_at_a_later_start_is_a_scenario_proble
                    extra='start = "2s"')
     r = run(scenario("s", hog, late, time="4s"))
     assert r.summary["outcome"] == "error" and r.summary["invariant_violations"] == 0
-    assert r.summary["errors"][0].startswith("scenario: process late: the 131332kB resident in "
+    assert r.summary["errors"][0].startswith("scenario: experiment.toml: process late: the 131332kB resident in "
                                              "vma heap (with page tables) do not fit")
 
 

@@ -163,7 +163,7 @@ class LimitsPatch(_Model):
 # (a program step, an allocator round, a reap attempt).  A run that takes more,
 # in all or at one virtual instant, ends with outcome "error" naming the cause.
 LIMITS_DEFAULTS = LimitsPatch.model_validate({"time": "60s", "stall": "10s",
-                                              "steps": 10_000_000,
+                                              "steps": 2_000_000,
                                               "steps_per_instant": 100_000})
 
 

@@ -202,7 +202,7 @@ class Kernel:
 
     def scenario_error(self, problem: str) -> None:
         """The scenario asked for something that cannot happen; found at run time."""
-        self.run_error(f"scenario: {problem}")
+        self.run_error(f"scenario: {self.scenario.source}: {problem}")
 
     def run_error(self, problem: str) -> None:
         """End the run with outcome "error" for a cause that is no policy's."""

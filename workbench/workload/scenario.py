@@ -438,6 +438,7 @@ def _min_ns(body: tuple, m: MachineSpec) -> int:
 
 
 def _steps(body: tuple) -> int:
-    """Program steps (kernel.core step()) in one pass through body."""
-    return sum(1 + (_steps(s.body) * (s.times or 1) if isinstance(s, P.Repeat) else 0)
-               for s in body)
+    """The least steps (kernel.core step()) one pass through body takes: one
+    per program step, one more for each stretch of time a sleep spends."""
+    return sum(1 + (_steps(s.body) * (s.times or 1) if isinstance(s, P.Repeat)
+                    else int(isinstance(s, P.Sleep) and s.ns > 0)) for s in body)
