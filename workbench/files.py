@@ -1,8 +1,8 @@
 """Writing under `out`, and nowhere else.
 
 Scenario and arm names are restricted to a safe alphabet (workbench/config.py),
-and every directory a run writes to is checked, once made, to resolve inside
-`out`, so a symlinked directory cannot lead a log elsewhere.  Files are
+and every directory a run writes to is checked to resolve inside `out` before
+anything is made in it, so a symlinked directory cannot lead a log elsewhere.  Files are
 created fresh: a symlink already at a `.tmp` name is removed, never followed.
 """
 

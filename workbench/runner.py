@@ -85,12 +85,16 @@ def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
         log.abandon()
         return _unlogged(scenario, arm, seed, str(e), started)
     except Exception as e:                    # a bug of the workbench: this run only
-        log.enabled = True
-        log.emit("error", policy="", hook="", problem=f"internal error: {type(e).__name__}: {e}",
-                 traceback=short_traceback(e))
-        summary = metrics.summary()
-        log.emit("summary", **summary)
-        log.commit()
+        problem = f"internal error: {type(e).__name__}: {e}"
+        try:
+            log.enabled = True
+            log.emit("error", policy="", hook="", problem=problem, traceback=short_traceback(e))
+            summary = metrics.summary()
+            log.emit("summary", **summary)
+            log.commit()
+        except Exception:                     # not even that can be written
+            log.abandon()
+            return _unlogged(scenario, arm, seed, problem, started)
     except BaseException:
         log.abandon()
         raise

@@ -111,11 +111,12 @@ class Kernel:
     # -- bounding the work of a run ------------------------------------------------
 
     def step(self, blame: tuple[str, str] | None = None) -> None:
-        """Count one step of a loop that may not let virtual time pass (a
-        program step, a reap attempt, an allocator round).  Such a loop never
-        yields to the clock, so this is what stops it: past limits.steps, or
-        limits.steps_per_instant at one virtual instant, the run ends with
-        outcome "error".  blame: the (concern, hook) whose answer drives the loop."""
+        """Count one unit of work: a program step, an allocator round, a pass
+        or retry of the reaper, a stretch of virtual time (Clock.sleep).  A
+        loop that lets no virtual time pass never yields to the clock, so this
+        is what stops it: past limits.steps, or limits.steps_per_instant at
+        one virtual instant, the run ends with outcome "error".
+        blame: the (concern, hook) whose answers drive the loop."""
         self.steps += 1
         if self.steps > self.step_deadline:
             self._step_limit(blame)
