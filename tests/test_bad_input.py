@@ -182,3 +182,17 @@ def test_unknown_keys_get_the_nearest_valid_one(tmp_path, capsys):
                                       "[machine]\nmemroy = \"1GiB\"")
     refused(capsys, write(tmp_path, text), "machine.memroy: unknown key (did you mean 'memory'?)",
             "expect.patch.outcom: unknown key (did you mean 'outcome'? expect keys: outcome, ")
+
+
+def test_a_mutex_named_mmap_sem_is_not_the_mms_mmap_sem(tmp_path, capsys):
+    fine = process("p", heap="1MiB", program=['{ lock = "mmap_sem" }', '{ mmap_lock = "read" }',
+                                              '{ mmap_unlock = true }', '{ unlock = "mmap_sem" }'])
+    assert validate(capsys, write(tmp_path, scenario("s", fine)))[0] == 0
+    crossed = process("p", heap="1MiB", program=['{ lock = "mmap_sem" }', '{ mmap_unlock = true }'])
+    refused(capsys, write(tmp_path, scenario("s", crossed)),
+            "program[1].mmap_unlock: mmap_sem is not held here")
+
+
+def test_an_experiment_without_arms_is_refused(tmp_path, capsys):
+    refused(capsys, write(tmp_path, experiment="arm = []\n"),
+            "exp.toml: arm: List should have at least 1 item")

@@ -383,7 +383,8 @@ class ExperimentFile(_Model):
     out: str | None = Field(None, min_length=1)
     machine: MachinePatch = MachinePatch()
     limits: LimitsPatch = LimitsPatch()
-    arm: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "patch"}])  # each an Arm
+    arm: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "patch"}],
+                                      min_length=1)  # each an Arm
 
     @classmethod
     def salvage(cls, data: dict[str, Any]) -> ExperimentFile:

@@ -23,6 +23,9 @@ class Table:
         failed = s["expect_failed"]
         if s["outcome"] == "error":
             failed = failed + [f"error: {e}" for e in s["errors"]]
+            if s["invariant_violations"]:
+                failed.append(f"error: {s['invariant_violations']} kernel invariant "
+                              "violation(s): see the log's invariant events")
         cells = [result.scenario, result.arm, str(result.seed), s["outcome"], str(s["kills"]),
                  _seconds(s["recovery_s"]), _seconds(s["max_stall_s"]), _kb(s["reaped_kb"]),
                  "FAIL" if failed else "ok"]

@@ -19,6 +19,9 @@ from workbench.workload.spec import (CgroupSpec, LimitsSpec, MachineSpec, Proces
 
 COMM_LEN = 15                 # TASK_COMM_LEN - 1
 MIN_STEP_NS = 10_000          # the finest quantum and reclaim_round
+# The mm's mmap_sem among the locks a program holds: not a string, so that no
+# mutex name can be taken for it.
+MMAP_SEM = ("mmap_sem",)
 
 
 class Problems:
@@ -316,16 +319,16 @@ class _Steps:
         self.too_deep = False
 
     def resolve(self, steps: list, path: str) -> tuple:
-        held: list[str] = []
+        held: list = []
         program = self._block(steps, path, held)
         return program
 
-    def _block(self, steps: list, path: str, held: list[str]) -> tuple:
+    def _block(self, steps: list, path: str, held: list) -> tuple:
         out = []
         for i, step in enumerate(steps):
             out.append(self._step(step, f"{path}[{i}]", held))
         return tuple(out)
-    def _step(self, s: Any, path: str, held: list[str]) -> Any:
+    def _step(self, s: Any, path: str, held: list) -> Any:
         if isinstance(s, (C.AllocStep, C.FreeStep, C.MmapLockStep, C.MmapUnlockStep)):
             if not self.has_mm:
                 self.problem(path, "a kthread without an mm (shares_mm_with) cannot touch user memory")
@@ -359,15 +362,15 @@ class _Steps:
                 held.remove(s.unlock)
             return P.Unlock(s.unlock)
         if isinstance(s, C.MmapLockStep):
-            if "mmap_sem" in held:
+            if MMAP_SEM in held:
                 self.problem(f"{path}.mmap_lock", "mmap_sem is already held here: a self-deadlock")
-            held.append("mmap_sem")
+            held.append(MMAP_SEM)
             return P.MmapLock(s.mmap_lock == "write", s.mode)
         if isinstance(s, C.MmapUnlockStep):
-            if "mmap_sem" not in held:
+            if MMAP_SEM not in held:
                 self.problem(f"{path}.mmap_unlock", "mmap_sem is not held here")
             else:
-                held.remove("mmap_sem")
+                held.remove(MMAP_SEM)
             return P.MmapUnlock()
         if isinstance(s, C.SleepStep):
             return P.Sleep(s.sleep.to_ns(self.hz), s.mode, s.jitter.to_ns(self.hz))
@@ -375,7 +378,7 @@ class _Steps:
             return P.Exit(s.exit)
         return self._repeat(s, path, held)
 
-    def _repeat(self, s: C.RepeatStep, path: str, held: list[str]) -> P.Repeat:
+    def _repeat(self, s: C.RepeatStep, path: str, held: list) -> P.Repeat:
         before = list(held)
         self.depth += 1
         if self.depth > self.MAX_DEPTH:
