@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,3 +197,43 @@ def test_ctrl_c_during_start_up_exits_quietly(tmp_path, delay):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (0, 130), err
     assert "Traceback" not in err
+
+
+def test_the_scans_of_a_long_livelock_count_against_limits_steps(run):
+    """N allocators livelocked behind a victim that cannot die: each slow-path
+    round scans every thread, so the run's work grows as N squared."""
+    holder = process("holder", program=['{ lock = "L" }', '{ sleep = "100ms" }',
+                                        '{ kalloc = "64MiB" }', '{ unlock = "L" }'])
+    many = process("k", program=['{ sleep = "200ms" }', '{ kalloc = "64MiB" }'],
+                   extra="count = 40")
+    victim = process("victim", heap="240MiB", program=['{ alloc = "240MiB", vma = "heap" }',
+                                                        '{ lock = "L" }', '{ unlock = "L" }'])
+    text = scenario("s", holder, many, victim, time="60s", stall="30s").replace(
+        "[limits]\n", "[limits]\nsteps = 200000\n")
+    r = run(text, preset="no-reaper")
+    assert r.summary["outcome"] == "error"
+    assert r.summary["errors"][0].startswith("step limit: more than limits.steps = 200000")
+    assert r.summary["end_s"] < 60
+
+
+def test_signals_in_quick_succession_still_end_with_a_status_and_a_manifest(tmp_path):
+    tick = process("ticker", program=['{ repeat = "forever", do = [{ sleep = "1ms" }] }'])
+    (tmp_path / "tick.toml").write_text(scenario("tick", tick, time="600s", stall="10s"))
+    (tmp_path / "exp.toml").write_text(f'scenarios = ["tick.toml"]\nout = "{tmp_path / "out"}"\n')
+    # (two signals pending at once are handled in signal-number order: SIGINT first)
+    for first, second, status in [(signal.SIGINT, signal.SIGINT, {130}),
+                                  (signal.SIGTERM, signal.SIGINT, {130, 143})]:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "run",
+                                 str(tmp_path / "exp.toml"), "--jobs", "1"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "out").rglob("*.jsonl.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(first)
+        proc.send_signal(second)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in status, err
+        assert "Traceback" not in err
+        assert json.loads((tmp_path / "out" / "manifest.json").read_text())["runs"] == []

@@ -1,9 +1,14 @@
 """Ctrl-C and SIGTERM during runs.
 
 Both set a flag that the kernel's clock checks between time steps, so that
-the signal cannot land in the middle of kernel code or in a finalizer (where
-Python would drop it), and every finished log stays intact.  A second signal
-stops at once.  Exit status: 128 + the signal's number, as shells report it.
+the signal cannot land in the middle of kernel code, Trio's run loop or a
+finalizer (where Python would drop it), and every finished log stays intact.
+Further signals change nothing: every run is bounded (limits.steps), so the
+next check comes soon, and a KeyboardInterrupt raised inside Trio's own code
+could leave its run loop waiting for ever.  Once a signal has come, later
+ones are ignored until the process exits: it is on its way out, and must not
+die by the signal instead of reporting.  Exit status: 128 + the signal's
+number, as shells report it.
 """
 
 from __future__ import annotations
@@ -17,16 +22,16 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class Interrupt:
     requested = False
+    signalled = False                           # by a real signal, not a test
     signum = signal.SIGINT
 
     @classmethod
     @contextlib.contextmanager
     def handled(cls) -> Iterator[None]:
         def handler(signum: int, _frame: object) -> None:
-            if cls.requested:                   # a second signal: stop at once
-                raise KeyboardInterrupt
-            cls.requested, cls.signum = True, signum
-        cls.requested = False
+            if not cls.requested:
+                cls.requested, cls.signalled, cls.signum = True, True, signum
+        cls.requested = cls.signalled = False
         previous = {}
         try:
             for s in SIGNALS:
@@ -37,7 +42,7 @@ class Interrupt:
             yield
         finally:
             for s, h in previous.items():
-                signal.signal(s, h)
+                signal.signal(s, signal.SIG_IGN if cls.signalled else h)
 
     @classmethod
     def check(cls) -> None:

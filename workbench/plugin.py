@@ -20,7 +20,7 @@ import pluggy
 
 from workbench import hookspecs
 from workbench.interrupt import Interrupt
-from workbench.kernel.sched import TASK_DEAD, Task
+from workbench.kernel.sched import TASK_DEAD, Halt, Task
 from workbench.log import short_traceback
 from workbench.policy import ABORT, CONCERNS, ReapWork, Retry, Victim, ZapDetails
 from workbench.units import KTIME_MAX
@@ -201,7 +201,7 @@ class RunPolicies:
         try:
             return getattr(self._hook, hook)(**kwargs)
         except BaseException as e:  # a plugin's bug ends the run, not the workbench
-            if Interrupt.genuine(e):
+            if Interrupt.genuine(e) or isinstance(e, Halt):    # the kernel ended the run
                 raise
             raise policy_raised(self.names[concern], hook, e) from e
 

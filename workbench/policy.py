@@ -77,12 +77,19 @@ class OomControl:
     _kernel: object
 
     def threads(self) -> Iterator[Task]:
-        """for_each_process_thread(): every live thread, processes in pid order."""
-        return self._kernel.for_each_thread()
+        """for_each_process_thread(): every live thread, processes in task-list
+        (fork) order.  Each thread looked at counts as a step (limits.steps)."""
+        k = self._kernel
+        for task in k.for_each_thread():
+            k.scanned()
+            yield task
 
     def processes(self) -> Iterator[Process]:
-        """for_each_process()."""
-        return self._kernel.for_each_process()
+        """for_each_process(), in task-list order; each one counts as a step."""
+        k = self._kernel
+        for proc in k.for_each_process():
+            k.scanned()
+            yield proc
 
     def in_scope(self, task: Task) -> bool:
         """False for a task outside the memcg being scanned (oom_unkillable_task)."""

@@ -121,6 +121,15 @@ class Kernel:
         if self.steps > self.step_deadline:
             self._step_limit(blame)
 
+    def scanned(self) -> None:
+        """One task a policy's scan of the task list looked at: bounded work
+        per OOM call, but N tasks x the calls of a long livelock add up, so
+        it counts against limits.steps (not against steps_per_instant)."""
+        self.steps += 1
+        self.step_deadline = min(self.step_deadline + 1, self.limits.steps)
+        if self.steps > self.step_deadline:
+            self._step_limit(None)
+
     def time_advanced(self) -> None:
         """The clock moved: a new instant gets its own steps_per_instant."""
         self.step_deadline = min(self.steps + self.limits.steps_per_instant, self.limits.steps)
@@ -129,7 +138,8 @@ class Kernel:
         lim = self.limits
         if self.steps > lim.steps:
             problem = (f"step limit: more than limits.steps = {lim.steps} steps in the run "
-                       f"(at {seconds(self.clock.now)}s of {seconds(lim.time_ns)}s)")
+                       f"(at {seconds(self.clock.now)}s of {seconds(lim.time_ns)}s); raise "
+                       "limits.steps to let such a run go on")
         else:
             problem = (f"step limit: more than limits.steps_per_instant = "
                        f"{lim.steps_per_instant} steps at virtual time {seconds(self.clock.now)}s "
