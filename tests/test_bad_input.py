@@ -196,3 +196,53 @@ def test_a_mutex_named_mmap_sem_is_not_the_mms_mmap_sem(tmp_path, capsys):
 def test_an_experiment_without_arms_is_refused(tmp_path, capsys):
     refused(capsys, write(tmp_path, experiment="arm = []\n"),
             "exp.toml: arm: List should have at least 1 item")
+
+
+def test_a_second_run_into_an_out_in_use_is_refused(tmp_path, capsys):
+    from workbench.files import lock_out
+    config = write(tmp_path)
+    (tmp_path / "out").mkdir()
+    held = lock_out(tmp_path / "out")
+    try:
+        rc = cli.main(["run", config])
+    finally:
+        held.close()
+    err = capsys.readouterr().err
+    assert rc == 2 and "another workbench run is writing there" in err
+    assert cli.main(["run", config]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", " 3"], "argument --seed: expected an integer from 0"),
+    (["--seed", "\u0663"], "argument --seed: expected an integer from 0"),
+    (["--jobs", "1_0"], "argument --jobs: expected a number of processes"),
+    (["--out", ""], "argument --out: expected a directory"),
+])
+def test_command_line_numbers_are_plain_digits_and_out_is_not_empty(tmp_path, capsys, argv,
+                                                                    message):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", write(tmp_path), *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path):
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "workbench", "plugins"], stdout=full,
+                           stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "No space left on device" in r.stderr
+
+
+def test_faulting_or_unmapping_while_holding_mmap_sem_is_a_self_deadlock(tmp_path, capsys):
+    held = process("p", heap="1MiB", program=['{ mmap_lock = "write" }',
+                                              '{ alloc = "4KiB", vma = "heap" }',
+                                              '{ mmap_unlock = true }'])
+    refused(capsys, write(tmp_path, scenario("s", held)),
+            "program[1]: a fault takes mmap_sem, which this thread holds here: a self-deadlock")
+
+
+def test_sizes_round_up_to_whole_pages_as_mmap_does(tmp_path):
+    from workbench.testing import experiment
+    odd = process("p", heap="6KiB", resident="6KiB", program=['{ sleep = "1ms" }'])
+    vma = experiment(scenario("s", odd), tmp_path).scenarios[0].processes[0].vmas[0]
+    assert (vma.size, vma.resident) == (2, 2)

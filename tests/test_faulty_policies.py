@@ -6,6 +6,7 @@ runs it beside the `patch` arm, and the patch arm's runs must all finish.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +242,54 @@ def test_a_policy_class_that_cannot_be_pickled_runs_in_the_parent_with_the_same_
     for path in logs:
         assert path.read_bytes() == (tmp_path / "two" / path.relative_to(tmp_path / "one")
                                      ).read_bytes()
+
+
+class Fickle(Victim):
+    """Reads as a sane Victim once, then as something else."""
+
+    @property
+    def points(self):
+        reads = self.__dict__["reads"] = self.__dict__.get("reads", 0) + 1
+        return 1 if reads == 1 else 10**30
+
+    @points.setter
+    def points(self, value):
+        pass
+
+
+class Mutating(SeedSlot):
+    """Faulty: swaps the mm of the work it was handed."""
+
+    name = "mutating"
+
+    @hookimpl
+    def workbench_reaper_queue(self, work):
+        work.mm = None
+        return True
+
+
+def test_an_answer_is_read_once_so_it_cannot_change_after_the_check(tmp_path, capsys,
+                                                                   with_plugins):
+    with_plugins(victim("fickle", answering(lambda oc: Fickle(first_task(oc), 1))))
+    rc = cli.main(["run", experiment(tmp_path, "victim", "fickle"), "--seed", "1"])
+    assert rc == 0, capsys.readouterr().out
+    assert summaries(tmp_path, "faulty")[0]["killed"] == ["victim"]
+
+
+def test_a_policy_cannot_change_the_work_the_kernel_pinned(tmp_path, capsys, with_plugins):
+    with_plugins(Mutating)
+    assert cli.main(["run", experiment(tmp_path, "reaper", "mutating"), "--seed", "1"]) == 1
+    bad = summaries(tmp_path, "faulty")[0]
+    assert bad["invariant_violations"] == 0
+    assert bad["errors"][0].startswith("policy 'mutating' (workbench_reaper_queue): "
+                                       "FrozenInstanceError")
+
+
+def test_errors_hold_no_memory_addresses_so_logs_stay_identical(tmp_path, capsys, with_plugins):
+    with_plugins(victim("opaque", answering(lambda oc: object())))
+    config = experiment(tmp_path, "victim", "opaque")
+    for out in ("a", "b"):
+        cli.main(["run", config, "--seed", "1", "--out", str(tmp_path / out)])
+    log = Path("hog") / "faulty" / "seed-1.jsonl"
+    assert (tmp_path / "a" / log).read_bytes() == (tmp_path / "b" / log).read_bytes()
+    assert b"0x" not in (tmp_path / "a" / log).read_bytes()

@@ -40,22 +40,19 @@ from workbench import cli
 
 # -- hypothesis profiles ---------------------------------------------------------
 
-_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-             HealthCheck.large_base_example]
-settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
+# Examples are slow (each runs simulations) and large: no deadline, no health
+# checks about it.  No example database either: it would be written into the
+# project's directory, and the ci profile is derandomized anyway.
+_SUPPRESS = [getattr(HealthCheck, name) for name in
+             ("too_slow", "data_too_large", "filter_too_much", "large_base_example")
+             if hasattr(HealthCheck, name)]
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True,
                           database=None, suppress_health_check=_SUPPRESS, print_blob=False)
 settings.register_profile("long", max_examples=1500, deadline=None, derandomize=False,
                           database=None, suppress_health_check=_SUPPRESS, print_blob=True)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 # Applied to these tests only (not loaded globally), so other test files keep theirs.
 FUZZ = settings(settings.get_profile(PROFILE if PROFILE in ("ci", "long") else "ci"))
-
-
-def examples(ci: int) -> settings:
-    """This test's max_examples in the ci profile (the long profile keeps its own)."""
-    if PROFILE == "long":
-        return FUZZ
-    return settings(FUZZ, max_examples=ci)
 
 
 # -- a tiny TOML emitter -----------------------------------------------------------
@@ -97,10 +94,17 @@ def toml_value(v: Any) -> str:
         return text if any(c in text for c in ".en") else text + ".0"
     if isinstance(v, str):
         return toml_string(v)
+    # (loops, not generator expressions: one frame a level for repeats nested deep)
     if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+        items = []
+        for x in v:
+            items.append(toml_value(x))
+        return "[" + ", ".join(items) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+        items = []
+        for k, x in v.items():
+            items.append(f"{toml_key(k)} = {toml_value(x)}")
+        return "{ " + ", ".join(items) + " }"
     raise TypeError(f"no TOML for {v!r}")
 
 
@@ -121,7 +125,7 @@ def to_toml(d: dict[str, Any], path: tuple[str, ...] = ()) -> str:
         elif _table_array(k, v):
             for item in v:
                 lines += ["", f"[[{header}]]", to_toml(item, sub)]
-    return "\n".join(line for line in lines if line is not None).strip("\n") + ("\n" if not path else "")
+    return "\n".join(lines).strip("\n") + ("" if path else "\n")
 
 
 # -- strategy 1: valid experiments -------------------------------------------------------
@@ -167,7 +171,18 @@ def duration_ms(draw, lo: int, hi: int, hz: int | None = None) -> str:
     return draw(st.sampled_from(forms))
 
 
-LOCK_NAMES = ["i_mutex", "a", "b"]
+MACHINE_OPTIONS = {
+    "min_free": ["auto", "1MiB", "4MiB", "128KiB", 0],
+    "fault_rate": ["4GiB/s", "1GiB/s", "100MiB/s", "64GiB/s"],
+    "exit_rate": ["2GiB/s", "256MiB/s", "32GiB/s"],
+    "reap_rate": ["4GiB/s", "100MiB/s", "64GiB/s"],
+    "reclaim_rate": ["1GiB/s", "10MiB/s", "16GiB/s"],
+    "reclaim_round": ["1ms", "100us", "10ms", "1jiffies"],
+    "quantum": ["1ms", "100us", "10ms", "1jiffies"],
+    "swap": ["0B", 0],
+}
+# Lock names are any string: "mmap_sem" and "oom_lock" are the kernel's own names too.
+LOCK_NAMES = ["i_mutex", "a", "b", "mmap_sem", "oom_lock", "", "\u00e9 1"]
 ALLOC_GFP = ["GFP_KERNEL", "GFP_HIGHUSER_MOVABLE", "GFP_NOFS", "GFP_NOIO", "GFP_USER",
              "GFP_KERNEL|__GFP_NORETRY", "GFP_KERNEL|__GFP_NOFAIL", "GFP_KERNEL | __GFP_NOWARN"]
 KALLOC_GFP = ALLOC_GFP + ["GFP_ATOMIC", "GFP_NOWAIT", "GFP_ATOMIC|__GFP_NOMEMALLOC"]
@@ -177,8 +192,10 @@ SLEEP_MODES = ["interruptible", "uninterruptible", "killable"]
 class Ctx:
     """What a thread's program may touch."""
 
-    def __init__(self, memory: int, vmas: dict[str, int], has_mm: bool, hz: int | None):
+    def __init__(self, memory: int, vmas: dict[str, int], has_mm: bool, hz: int | None,
+                 pressure: bool = False):
         self.memory, self.vmas, self.has_mm, self.hz = memory, vmas, has_mm, hz
+        self.pressure = pressure            # fault whole VMAs in, to run out of memory
 
 
 def draw_sleep(draw, ctx: Ctx) -> dict[str, Any]:
@@ -194,9 +211,9 @@ def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set[str]) -> list[
     """At most `budget` steps (a pair counts as two), balanced locks."""
     steps: list[dict] = []
     while budget > 0:
-        kinds = ["sleep", "kalloc", "kfree", "lock"]
-        if ctx.vmas:
-            kinds += ["alloc", "alloc", "alloc", "free"]
+        # (the first is what hypothesis tries most: the interesting one)
+        kinds = ["alloc", "alloc", "alloc", "free"] if ctx.vmas else []
+        kinds += ["sleep", "lock", "kalloc", "kfree"]
         if ctx.has_mm and "mmap_sem" not in held:
             kinds.append("mmap")
         if depth < 2 and budget >= 2:
@@ -208,7 +225,9 @@ def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set[str]) -> list[
             budget -= 1
         elif kind == "alloc":
             vma = draw(st.sampled_from(sorted(ctx.vmas)))
-            step = {"alloc": size_text(draw, draw_size(draw, ctx.vmas[vma], 1)), "vma": vma}
+            size = ctx.vmas[vma] if ctx.pressure and draw(st.booleans()) else \
+                draw_size(draw, ctx.vmas[vma], 1)
+            step = {"alloc": size_text(draw, size), "vma": vma}
             if draw(st.integers(0, 3)) == 0:
                 step["gfp"] = draw(st.sampled_from(ALLOC_GFP))
             steps.append(step)
@@ -265,38 +284,63 @@ def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set[str]) -> list[
     return steps
 
 
-_NAME_CHARS = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789._+é日")
+_NAME_CHARS = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCXYZ0123456789._+é日"
+                              " %{}\\\"'\t/\u202e")
+
+
+def odd_name(draw, default: str) -> str:
+    """default, or now and then any string ending with it (names need only be unique)."""
+    if draw(st.integers(0, 4)) == 0:
+        return "".join(draw(st.lists(_NAME_CHARS, min_size=1, max_size=6))) + default
+    return default
+
+
+# process names that are also the kernel's (comm is any string of up to 15 characters)
+SPECIAL_NAMES = ["init", "oom_reaper", "kthreadd", "swapper", "systemd"]
 
 
 @st.composite
 def scenarios(draw, name: str) -> dict[str, Any]:
     """A scenario that `workbench validate` should accept."""
     memory = draw(st.integers(16, 512)) * MiB
-    hz = draw(st.sampled_from([None, None, None, 100, 250, 1000]))
+    hz = draw(st.sampled_from([None, None, None, 100, 250, 1000, 300, 24, 10, 1]))
     machine: dict[str, Any] = {"memory": size_text(draw, memory)}
     if hz:
         machine["hz"] = hz
+    for key, values in MACHINE_OPTIONS.items():
+        if draw(st.integers(0, 7)) == 0:
+            machine[key] = draw(st.sampled_from(values))
     limits = {"time": duration_ms(draw, 500, 3000, hz), "stall": duration_ms(draw, 200, 2000, hz)}
+    if draw(st.integers(0, 7)) == 0:
+        limits["steps_per_instant"] = draw(st.sampled_from([1, 100, 10_000, 1_000_000]))
+    if draw(st.integers(0, 7)) == 0:
+        limits["steps"] = draw(st.sampled_from([100_000, 1_000_000]))
     scen: dict[str, Any] = {"name": name}
     if draw(st.integers(0, 3)) == 0:
         scen["description"] = draw(st.text(max_size=30))
     scen["machine"], scen["limits"] = machine, limits
 
-    cgroups = [f"cg{i}" for i in range(draw(st.integers(0, 2)))]
+    cgroups = [odd_name(draw, f"cg{i}") for i in range(draw(st.integers(0, 2)))]
     if cgroups:
         scen["cgroup"] = [{"name": c, "memory_max": size_text(draw, draw_size(draw, memory, MiB))}
                           for c in cgroups]
 
     resident_budget = memory * 6 // 10
+    pressure = draw(st.sampled_from([True, False]))
     processes: list[dict[str, Any]] = []
     info: list[dict[str, Any]] = []          # per process: name, own vmas, start, kind
     have_init = False
-    for i in range(draw(st.integers(1, 5))):
+    for i in range(draw(st.sampled_from([3, 2, 4, 1, 5]))):
         base = "".join(draw(st.lists(_NAME_CHARS, min_size=1, max_size=8))) + str(i)
+        special = [n for n in SPECIAL_NAMES if n not in [q["name"] for q in info]]
+        if draw(st.integers(0, 5)) == 0 and special:
+            base = draw(st.sampled_from(special))
         p: dict[str, Any] = {"name": base}
-        owners = [q for q in info if q["own_mm"] and not q["count"]]
-        kind = draw(st.sampled_from(["normal"] * 8 + ["kthread", "sharer", "vfork", "init"]))
-        if kind in ("sharer", "vfork") and not owners:
+        # an mm to share: any process's that has one (sharing chains are fine)
+        owners = [q for q in info if q["has_mm"] and not q["count"]]
+        kind = draw(st.sampled_from(["normal"] * 8 + ["kthread", "sharer", "vfork", "init",
+                                                      "use_mm"]))
+        if kind in ("sharer", "vfork", "use_mm") and not owners:
             kind = "normal"
         if kind == "init" and (have_init or processes):
             kind = "normal"
@@ -304,13 +348,13 @@ def scenarios(draw, name: str) -> dict[str, Any]:
         if kind != "init" and draw(st.integers(0, 2)) == 0:
             start_ms = draw(st.integers(0, 800))
         ref = None
-        if kind in ("sharer", "vfork"):
+        if kind in ("sharer", "vfork", "use_mm"):
             ref = draw(st.sampled_from(owners))
-            start_ms = max(start_ms, ref["latest_start"])
+            start_ms = ref["latest_start"]   # later, the mm's users may be gone already
         if start_ms:
             p["start"] = f"{start_ms}ms"
         jitter = 0
-        if kind != "init" and draw(st.integers(0, 5)) == 0:
+        if kind not in ("init", "sharer", "vfork", "use_mm") and draw(st.integers(0, 5)) == 0:
             jitter = draw(st.integers(1, 100))
             p["start_jitter"] = f"{jitter}ms"
         if kind == "kthread":
@@ -320,6 +364,8 @@ def scenarios(draw, name: str) -> dict[str, Any]:
             have_init = True
         elif kind == "sharer":
             p["shares_mm_with"] = ref["name"]
+        elif kind == "use_mm":                     # a kthread working on a user mm
+            p["kthread"], p["shares_mm_with"] = True, ref["name"]
         elif kind == "vfork":
             p["parent"], p["vfork"] = ref["name"], True
         if kind in ("normal", "kthread") and info and draw(st.integers(0, 3)) == 0:
@@ -333,20 +379,30 @@ def scenarios(draw, name: str) -> dict[str, Any]:
                                                 st.integers(-1000, 1000)))
         if cgroups and kind != "kthread" and draw(st.booleans()):
             p["cgroup"] = draw(st.sampled_from(cgroups))
+        count = None
+        if kind == "normal" and draw(st.integers(0, 5)) == 0:
+            count = draw(st.integers(1, 3))
+        copies = count or 1                  # each of count processes has the VMAs
         own_mm = kind in ("normal", "init")
         vmas: dict[str, int] = {}
         if own_mm:
             vma_list = []
-            for j in range(draw(st.integers(0, 2))):
-                vkind = draw(st.sampled_from(["anon", "file", "shmem"]))
-                size = draw_size(draw, memory * 3 // 4)
-                v: dict[str, Any] = {"name": draw(st.sampled_from(["heap", "buf", "lib",
-                                                                    "data"])) + str(j),
+            for j in range(draw(st.sampled_from([1, 2, 0]))):
+                vkind = draw(st.sampled_from(["anon", "file", "shmem"] * 4 + ["hugetlb"]))
+                size = (draw(st.integers(memory // 4 // PAGE, memory * 3 // 4 // PAGE)) * PAGE
+                        if pressure else draw_size(draw, memory * 3 // 4))
+                if vkind == "hugetlb":          # its pool is taken from memory at boot
+                    if size * copies > resident_budget:
+                        vkind = "anon"
+                    else:
+                        resident_budget -= size * copies
+                v: dict[str, Any] = {"name": odd_name(draw, draw(st.sampled_from(
+                                         ["heap", "buf", "lib", "data"])) + str(j)),
                                      "kind": vkind, "size": size_text(draw, size)}
-                if draw(st.booleans()) and resident_budget >= PAGE:
-                    res = draw_size(draw, min(size, resident_budget), PAGE)
-                    res = min(res, size, resident_budget)
-                    resident_budget -= -(-res // PAGE) * PAGE + PAGE
+                if draw(st.booleans()) and resident_budget // copies >= 2 * PAGE:
+                    res = draw_size(draw, min(size, resident_budget // copies - PAGE), PAGE)
+                    res = min(res, size)
+                    resident_budget -= (-(-res // PAGE) * PAGE + PAGE) * copies
                     v["resident"] = size_text(draw, res)
                     if vkind == "file" and draw(st.booleans()):
                         v["dirty"] = size_text(draw, draw(st.integers(0, res)))
@@ -362,20 +418,24 @@ def scenarios(draw, name: str) -> dict[str, Any]:
                 vma_list.append(v)
             if vma_list:
                 p["vma"] = vma_list
-        elif kind in ("sharer", "vfork"):
+        elif kind in ("sharer", "vfork", "use_mm"):
             vmas = dict(ref["vmas"])
-        ctx = Ctx(memory, vmas, has_mm=kind != "kthread", hz=hz)
+        has_mm = kind != "kthread"
+        ctx = Ctx(memory, vmas, has_mm=has_mm, hz=hz, pressure=pressure)
         threads = []
-        for t in range(draw(st.integers(1, 3))):
-            program = draw_block(draw, ctx, draw(st.integers(1, 6)), 0, set())
-            threads.append({"name": ["main", "worker", "writer"][t], "program": program})
+        for t in range(draw(st.sampled_from([1, 2, 3]))):
+            program = draw_block(draw, ctx, draw(st.sampled_from([4, 3, 6, 2, 1, 5])), 0, set())
+            if pressure and t == 0 and own_mm and vmas and draw(st.sampled_from([True, False])):
+                vma = draw(st.sampled_from(sorted(vmas)))      # a hog: fault it all in
+                program.insert(draw(st.integers(0, min(1, len(program)))),
+                               {"alloc": size_text(draw, vmas[vma]), "vma": vma})
+            threads.append({"name": odd_name(draw, ["main", "worker", "writer"][t]),
+                            "program": program})
         p["thread"] = threads
-        count = None
-        if kind == "normal" and draw(st.integers(0, 5)) == 0:
-            count = draw(st.integers(1, 3))
+        if count:
             p["count"] = count
         processes.append(p)
-        info.append({"name": base, "own_mm": own_mm, "vmas": vmas, "count": count,
+        info.append({"name": base, "has_mm": has_mm, "vmas": vmas, "count": count,
                      "latest_start": start_ms + jitter})
     scen["process"] = processes
     return scen
@@ -422,6 +482,13 @@ def bundles(draw, max_scenarios: int = 2) -> dict[str, Any]:
             files[f"scen{i}.toml"] = s
         exp["scenarios"] = draw(st.sampled_from([sorted(files), ["scen*.toml"]]))
     exp["arm"] = arms
+    if draw(st.integers(0, 4)) == 0:               # defaults for every scenario
+        key = draw(st.sampled_from(sorted(MACHINE_OPTIONS)))
+        exp["machine"] = {key: draw(st.sampled_from(MACHINE_OPTIONS[key]))}
+    if draw(st.integers(0, 4)) == 0:
+        exp["limits"] = {"steps_per_instant": draw(st.sampled_from([10_000, 100_000]))}
+    if draw(st.integers(0, 2)) == 0:
+        exp["out"] = "out-a"       # the file's out, relative to the current directory
     return {"exp": exp, "files": files}
 
 
@@ -513,7 +580,8 @@ def check_summaries(logs: dict[str, tuple[bytes, dict]]) -> None:
         event(f"kills: {min(s['kills'], 3)}{'+' if s['kills'] > 3 else ''}")
         if s["outcome"] == "error":
             for problem in s["errors"]:
-                event("error: " + re.sub(r"[0-9.]+", "N", problem)[:60])
+                event("error: " + re.sub(r"[0-9.]+", "N", re.sub(r"process \S+", "process P",
+                                                                  problem))[:70])
                 note(f"{path}: outcome error: {problem}")
 
 
@@ -540,13 +608,16 @@ def workdir():
             os.chdir(old)
 
 
-def run_and_check(root: Path, config: Path, *, valid_expected: bool) -> dict:
-    """validate, then run into root/out-a; the contract for any input.
-    Returns the logs (empty if the config was refused)."""
+def run_and_check(root: Path, config: Path, *, valid_expected: bool,
+                  file_out: bool = False) -> dict:
+    """validate, then run into root/out-a (--out, or file_out: the file's
+    own `out = "out-a"`); the contract for any input.  Returns the logs
+    (empty if the config was refused)."""
     out = root / "out-a"
     before = tree(root, {out})
     v = Invocation(["validate", str(config)])
-    r = Invocation(["run", str(config), "--out", str(out), "--jobs", "1"])
+    r = Invocation(["run", str(config), *([] if file_out else ["--out", str(out)]),
+                    "--jobs", "1"])
     assert tree(root, {out}) == before, "a file was written outside out"
     event(f"validate exit {v.rc}")
     if v.rc == 2:
@@ -559,19 +630,30 @@ def run_and_check(root: Path, config: Path, *, valid_expected: bool) -> dict:
     assert v.rc == 0, v.err
     assert r.rc in (0, 1), f"validate accepted the config, run exited {r.rc}:\n{r.err}"
     logs = check_out(out, r)
-    assert logs, "a run that finished left no log"
+    planned = json.loads((out / "manifest.json").read_text())["planned_runs"]
+    said = re.search(r"= (\d+) runs$", v.out.strip())
+    assert said and int(said.group(1)) == planned, f"validate said {v.out!r}, run planned {planned}"
+    if not planned:
+        event("accepted with nothing to run (arm = [])")      # exit 0, and no log
+    else:
+        assert logs, "a run that finished left no log"
     check_summaries(logs)
     return logs
 
 
 # -- the tests ----------------------------------------------------------------------
 
-@examples(30)
+@FUZZ
 @given(bundle=bundles(), rerun_all=st.booleans())
 def test_valid_configs_run_cleanly_and_rerun_identically(bundle, rerun_all):
+    check_valid(bundle, rerun_all)
+
+
+def check_valid(bundle: dict[str, Any], rerun_all: bool) -> None:
     with workdir() as root:
         config = write_bundle(root, bundle)
-        logs = run_and_check(root, config, valid_expected=True)
+        logs = run_and_check(root, config, valid_expected=True,
+                             file_out=bundle["exp"].get("out") == "out-a")
         if not logs:
             return
         # every scenario x arm x seed has its log
@@ -605,7 +687,17 @@ HUGE = [10**30, -(10**30), 2**63, 2**64, -1, 0, "9" * 50 + "GiB", "9" * 50, "-1M
 STRINGS = ["", " ", "héllo", "日本語", "\u202e", "\x00", "a\nb", "../x", "../../etc/passwd",
            "a/b", "/abs", ".", "..", "x" * 100, "manifest.json", "CON", "nul", "-", "--help"]
 WRONG_TYPES = [True, False, [], [1, 2], {}, {"a": 1}, [{"a": 1}], "forever", "killable",
-               "write", "GFP_ATOMIC", "GFP_BOGUS", 1, 7]
+               "write", "GFP_ATOMIC", "GFP_BOGUS", 1, 7, "hugetlb", "shmem", "auto", "1GiB/s"]
+STEP_SNIPPETS = [{"unlock": "mmap_sem"}, {"lock": "mmap_sem"}, {"mmap_unlock": True},
+                 {"mmap_lock": "read"}, {"mmap_lock": "write", "mode": "killable"},
+                 {"unlock": "a"}, {"lock": "a"}, {"exit": 0}, {"kfree": "1GiB"},
+                 {"free": "1GiB", "vma": "heap0"}, {"alloc": "4KiB", "vma": "heap0"},
+                 {"kalloc": "1GiB", "gfp": "GFP_ATOMIC|__GFP_NOFAIL"},
+                 {"kalloc": "1MiB", "gfp": "GFP_KERNEL|__GFP_NOFAIL"},
+                 {"sleep": "1s", "mode": "uninterruptible"}, {"sleep": 0},
+                 {"repeat": "forever", "do": [{"sleep": "10ms"}]},
+                 {"repeat": 3, "do": [{"kfree": "4KiB"}]}, {"alloc": "1MiB", "vma": "heap0",
+                                                              "gfp": "GFP_NOIO"}]
 NEAR_MISS = [lambda k: k[:-1], lambda k: k + "s", lambda k: k.upper(), lambda k: k[1:],
              lambda k: k[:1] + k[2:1:-1] + k[1:2] + k[3:] if len(k) > 3 else k + "_",
              lambda k: k.replace("_", "-"), lambda k: " " + k, lambda k: k + "\u00e9"]
@@ -651,7 +743,8 @@ def mutated(draw) -> dict[str, Any]:
         path = draw(st.sampled_from(paths))
         parent, key = _get(b, path[:-1]), path[-1]
         op = draw(st.sampled_from(["delete", "rename", "huge", "string", "type", "nest",
-                                   "reference", "duplicate", "unknown", "empty", "swap"]))
+                                   "reference", "duplicate", "unknown", "empty", "swap",
+                                   "restep", "relock"]))
         if op == "delete":
             if isinstance(parent, dict):
                 del parent[key]
@@ -684,6 +777,7 @@ def mutated(draw) -> dict[str, Any]:
                                              "unlock", "lock"]))
             where = [p for p in _paths(b) if p and p[-1] == key_name]
             bogus = draw(st.sampled_from(["nosuch", "init", "", "../x", "heap0", "main",
+                                          "mmap_sem", "oom_lock", "oom_reaper",
                                           *(_names_in(b, "name")[:5])]))
             if where:
                 at = draw(st.sampled_from(where))
@@ -701,6 +795,36 @@ def mutated(draw) -> dict[str, Any]:
                                              "stall"]))] = 1
         elif op == "empty":
             parent[key] = draw(st.sampled_from([[], {}, ""]))
+        elif op == "restep":
+            # a step replaced by, or a step inserted before, one of another kind
+            steps = [p for p in _paths(b) if len(p) >= 2 and p[-2] in ("program", "do")]
+            if steps:
+                at = draw(st.sampled_from(steps))
+                holder, i = _get(b, at[:-1]), at[-1]
+                step = deep_copy(draw(st.sampled_from(STEP_SNIPPETS)))
+                if draw(st.booleans()):
+                    holder[i] = step
+                else:
+                    holder.insert(i, step)
+        elif op == "relock":
+            # a lock step of one family written as the other's, as a user might confuse
+            # them: mmap_lock <-> lock = "mmap_sem", mmap_unlock <-> unlock = "mmap_sem"
+            steps = [p for p in _paths(b) if len(p) >= 2 and p[-2] in ("program", "do")
+                     and isinstance(st_ := _get(b, p), dict)
+                     and {"lock", "unlock", "mmap_lock", "mmap_unlock"} & set(st_)]
+            if steps:
+                at = draw(st.sampled_from(steps))
+                holder, i = _get(b, at[:-1]), at[-1]
+                old = holder[i]
+                if "mmap_lock" in old:
+                    holder[i] = {"lock": "mmap_sem", **({"mode": old["mode"]} if "mode" in old
+                                                        else {})}
+                elif "mmap_unlock" in old:
+                    holder[i] = {"unlock": "mmap_sem"}
+                elif "lock" in old:
+                    holder[i] = {"mmap_lock": draw(st.sampled_from(["read", "write"]))}
+                else:
+                    holder[i] = {"mmap_unlock": True}
         elif op == "swap":
             others = [p for p in _paths(b) if len(p) >= 2 and p[0] == path[0]
                       and not (p[0] == "files" and len(p) == 2)]
@@ -710,9 +834,14 @@ def mutated(draw) -> dict[str, Any]:
     return b
 
 
-@examples(40)
+@FUZZ
 @given(bundle=mutated())
 def test_mutated_configs_are_refused_cleanly(bundle):
+    check_any(bundle)
+
+
+def check_any(bundle: dict[str, Any]) -> None:
+    """Any input: the contract; and if it is valid after all, a valid run's."""
     with workdir() as root:
         config = write_bundle(root, bundle)
         run_and_check(root, config, valid_expected=False)
@@ -766,12 +895,10 @@ def raw_bundles(draw) -> dict[str, Any]:
     return {"exp": exp, "files": files}
 
 
-@examples(40)
+@FUZZ
 @given(bundle=raw_bundles())
 def test_raw_bytes_are_refused_cleanly(bundle):
-    with workdir() as root:
-        config = write_bundle(root, bundle)
-        run_and_check(root, config, valid_expected=False)
+    check_any(bundle)
 
 
 def test_the_toml_emitter_round_trips():

@@ -222,7 +222,8 @@ def test_signals_in_quick_succession_still_end_with_a_status_and_a_manifest(tmp_
     (tmp_path / "exp.toml").write_text(f'scenarios = ["tick.toml"]\nout = "{tmp_path / "out"}"\n')
     # (two signals pending at once are handled in signal-number order: SIGINT first)
     for first, second, status in [(signal.SIGINT, signal.SIGINT, {130}),
-                                  (signal.SIGTERM, signal.SIGINT, {130, 143})]:
+                                  (signal.SIGTERM, signal.SIGINT, {130, 143}),
+                                  (signal.SIGHUP, signal.SIGHUP, {129})]:
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
         proc = subprocess.Popen([sys.executable, "-m", "workbench", "run",
                                  str(tmp_path / "exp.toml"), "--jobs", "1"], cwd=ROOT,

@@ -35,9 +35,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:           # Ctrl-C before the runs (imports, loading)
         return interrupted("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:            # `workbench ... | head`: stop quietly
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence(sys.stdout)
         return EXIT_FAILED
+    except OSError as e:               # the output itself cannot be written (a full disk)
+        try:
+            print(f"workbench: {e.strerror or e}", file=sys.stderr)
+        except OSError:
+            pass
+        _silence(sys.stdout, sys.stderr)
+        return EXIT_FAILED
+
+
+def _silence(*streams: object) -> None:
+    """Point streams at /dev/null, so that Python's flush at exit cannot fail too."""
+    import os
+    for stream in streams:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 def interrupted(message: str, status: int) -> int:
@@ -79,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--arm", action="append", metavar="NAME", help="run only this arm (repeatable)")
     run.add_argument("--scenario", action="append", metavar="NAME",
                      help="run only this scenario (repeatable)")
-    run.add_argument("--out", type=Path, metavar="DIR", help="where the logs go (default: the "
+    run.add_argument("--out", type=_out, metavar="DIR", help="where the logs go (default: the "
                      "file's `out`, else runs/<file stem>)")
     run.add_argument("--jobs", type=_jobs, default=_cpus(), metavar="N",
                      help="runs in parallel processes (default: one per CPU; the logs are the "
@@ -95,29 +111,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _seed(text: str) -> int:
+def _number(text: str, lo: int, hi: int, what: str) -> int:
+    """A plain decimal number (ASCII digits only, as in the config files)."""
     import argparse
+    if text.isascii() and text.isdigit() and lo <= int(text) <= hi:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected {what} from {lo} to {hi}, got {text!r}")
 
+
+def _seed(text: str) -> int:
     from workbench.config import SEED_MAX
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {SEED_MAX}, got {text!r}")
-    return value
+    return _number(text, 0, SEED_MAX, "an integer")
 
 
 def _jobs(text: str) -> int:
+    return _number(text, 1, 1024, "a number of processes")
+
+
+def _out(text: str) -> Path:
     import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"expected a number of processes from 1 to 1024, "
-                                         f"got {text!r}")
-    return value
+    from pathlib import Path
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory, got ''")
+    return Path(text)
 
 
 def _cpus() -> int:
@@ -152,7 +168,7 @@ def _select(names: list[str] | None, items: list, kind: str, parser: argparse.Ar
 
 def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
     from workbench import report
-    from workbench.files import OutError, prepare_out
+    from workbench.files import OutError, lock_out, prepare_out
     from workbench.interrupt import Interrupt
     from workbench.runner import run_all
     exp = _load(args.config, plugins)
@@ -164,6 +180,7 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
     out = args.out or exp.out
     try:
         prepare_out(out)
+        lock = lock_out(out)
     except OutError as e:
         where = "--out" if args.out else f"{args.config}: out"
         print(f"workbench: {where}: {e}", file=sys.stderr)
@@ -174,6 +191,8 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
                                     args.jobs, table.row)
     except KeyboardInterrupt:
         return interrupted(f"interrupted; finished runs are in {out}", Interrupt.exit_status())
+    finally:
+        lock.close()
     table.end(out)
     failed = any(r.summary["outcome"] == "error" or r.summary["expect_failed"] for r in results)
     return EXIT_FAILED if failed or not manifest else EXIT_OK

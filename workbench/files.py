@@ -31,6 +31,28 @@ def prepare_out(out: Path) -> None:
         raise OutError(f"{out}: exists and is not a directory")
 
 
+def lock_out(out: Path) -> BinaryIO:
+    """Hold out for this invocation: two runs writing the same logs would
+    replace each other's files.  The lock goes with the returned file (and
+    with the process, however it ends)."""
+    path = out / ".workbench.lock"
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+    try:
+        f = os.fdopen(os.open(path, flags, 0o644), "r+b")
+    except OSError as e:
+        raise OutError(f"{path}: cannot be opened: {e.strerror or e}") from None
+    try:
+        import fcntl
+    except ImportError:                 # no flock() here: no protection either
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise OutError(f"{out}: another workbench run is writing there") from None
+    return f
+
+
 def contained_dir(out: Path, *parts: str) -> Path:
     """out/part/... created level by level, each checked to lie inside out
     once resolved before anything is made beneath it."""

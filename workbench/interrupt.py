@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM during runs.
+"""Ctrl-C, SIGTERM and SIGHUP during runs.
 
 Both set a flag that the kernel's clock checks between time steps, so that
 the signal cannot land in the middle of kernel code, Trio's run loop or a
@@ -17,7 +17,9 @@ import contextlib
 import signal
 from typing import Iterator
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal went away; its runs end as after Ctrl-C.
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                if hasattr(signal, name))
 
 
 class Interrupt:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import traceback
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -84,6 +85,15 @@ class _JsonLinesFile:
             raise self._log.failed_with(e) from None
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def scrub(text: str) -> str:
+    """text without the memory addresses a repr() may hold ("<object at
+    0x7f...>"): they differ from run to run, and logs must not."""
+    return _ADDRESS.sub("", text)
+
+
 def short_traceback(e: BaseException) -> str:
     """The traceback of e for an `error` event: file names cut to the part
     after site-packages or the project's root, so the log holds no
@@ -91,8 +101,8 @@ def short_traceback(e: BaseException) -> str:
     frames = traceback.extract_tb(e.__traceback__)
     lines = [f'  File "{_short_path(f.filename)}", line {f.lineno}, in {f.name}'
              for f in frames]
-    return "\n".join(["Traceback (most recent call last):", *lines,
-                      *traceback.format_exception_only(type(e), e)]).rstrip()
+    return scrub("\n".join(["Traceback (most recent call last):", *lines,
+                            *traceback.format_exception_only(type(e), e)]).rstrip())
 
 
 def _short_path(filename: str) -> str:

@@ -21,7 +21,7 @@ import pluggy
 from workbench import hookspecs
 from workbench.interrupt import Interrupt
 from workbench.kernel.sched import TASK_DEAD, Halt, Task
-from workbench.log import short_traceback
+from workbench.log import scrub, short_traceback
 from workbench.policy import ABORT, CONCERNS, ReapWork, Retry, Victim, ZapDetails
 from workbench.units import KTIME_MAX
 
@@ -36,6 +36,7 @@ class PolicyError(Exception):
     """A policy raised or answered wrongly during a run: outcome "error"."""
 
     def __init__(self, policy: str, hook: str, problem: str, traceback: str | None = None):
+        problem = scrub(problem)
         super().__init__(f"policy {policy!r} ({hook}): {problem}")
         self.policy = policy
         self.hook = hook
@@ -206,15 +207,17 @@ class RunPolicies:
             raise policy_raised(self.names[concern], hook, e) from e
 
     def _answer(self, concern: str, hook: str, expected: str, r: Any,
-                ok: Callable[[Any], bool]) -> Any:
-        """r if ok(r); a check that raises on r (an object that only looks
-        right) is a wrong answer too."""
+                clean: Callable[[Any], Any]) -> Any:
+        """clean(r): the answer as the kernel will use it, read once and
+        checked (a fresh Victim, Retry or ZapDetails, so that an object
+        whose attributes change after the check cannot slip past it), or
+        WRONG.  A check that raises on r is a wrong answer too."""
         try:
-            good = ok(r) is True
+            value = clean(r)
         except Exception:
-            good = False
-        if good:
-            return r
+            value = WRONG
+        if value is not WRONG:
+            return value
         raise PolicyError(self.names[concern], hook, f"returned {_show(r)}, expected {expected}")
 
     def holds(self, mm: Any) -> bool:
@@ -227,30 +230,30 @@ class RunPolicies:
         hook = "workbench_select_bad_process"
         return self._answer("victim", hook, f"a Victim of a live task in scope ({_POINTS}), "
                             "ABORT or None", self._call("victim", hook, oc=oc),
-                            lambda r: r is None or r is ABORT or _eligible(r, oc))
+                            lambda r: r if r is None or r is ABORT else _victim(r, oc))
 
     def sacrifice_child(self, oc: Any, victim: Victim) -> Victim:
         hook = "workbench_oom_sacrifice_child"
         return self._answer("victim", hook, f"a Victim of a live task in scope ({_POINTS})",
                             self._call("victim", hook, oc=oc, victim=victim),
-                            lambda r: _eligible(r, oc))
+                            lambda r: _victim(r, oc))
 
     def kill_sharer(self, oc: Any, victim: Any, process: Any) -> bool:
         hook = "workbench_oom_kill_sharer"
         return self._answer("victim", hook, "True or False",
                             self._call("victim", hook, oc=oc, victim=victim, process=process),
-                            _is_bool)
+                            _bool)
 
     # the OOM reaper
 
     def reaper_enabled(self) -> bool:
         hook = "workbench_reaper_enabled"
-        return self._answer("reaper", hook, "True or False", self._call("reaper", hook), _is_bool)
+        return self._answer("reaper", hook, "True or False", self._call("reaper", hook), _bool)
 
     def reaper_queue(self, work: ReapWork) -> bool:
         hook = "workbench_reaper_queue"
         queued = self._answer("reaper", hook, "True or False",
-                              self._call("reaper", hook, work=work), _is_bool)
+                              self._call("reaper", hook, work=work), _bool)
         if queued:
             self._queued[id(work)] = work
         return queued
@@ -259,21 +262,19 @@ class RunPolicies:
         hook = "workbench_reaper_next"
         return self._answer("reaper", hook, "None or a ReapWork it queued and has not been "
                             "told is done", self._call("reaper", hook),
-                            lambda r: r is None or self._queued.get(id(r)) is r)
+                            lambda r: r if r is None or self._queued.get(id(r)) is r else WRONG)
 
     def reaper_retry(self, work: ReapWork, attempt: int) -> Retry:
         hook = "workbench_reaper_retry"
         return self._answer("reaper", hook, "a Retry(sleep_ns, again) with an int sleep_ns "
                             "from 0 to 2**63-1 and a bool again",
-                            self._call("reaper", hook, work=work, attempt=attempt),
-                            lambda r: (isinstance(r, Retry) and _is_int(r.sleep_ns, 0, KTIME_MAX)
-                                       and _is_bool(r.again)))
+                            self._call("reaper", hook, work=work, attempt=attempt), _retry)
 
     def reaper_done(self, work: ReapWork, reaped: bool) -> None:
         self._queued.pop(id(work), None)
         hook = "workbench_reaper_done"
         self._answer("reaper", hook, "None", self._call("reaper", hook, work=work, reaped=reaped),
-                     lambda r: r is None)
+                     lambda r: r if r is None else WRONG)
 
     # the VMA filter
 
@@ -282,38 +283,58 @@ class RunPolicies:
         return self._answer("vma_filter", hook, "ZapDetails with bool fields, or None (hugetlb "
                             "VMAs cannot be zapped page by page)",
                             self._call("vma_filter", hook, vma=vma, mm=mm),
-                            lambda r: r is None or (isinstance(r, ZapDetails)
-                                                    and _is_bool(r.ignore_dirty)
-                                                    and _is_bool(r.check_swap_entries)
-                                                    and not vma.hugetlb_page))
+                            lambda r: r if r is None else _zap_details(r, vma))
 
+
+WRONG = object()
+"""What a clean function returns for an answer that breaks the contract."""
 
 # oom_badness() is an unsigned long of pages; 0 means "not eligible", and the log
 # holds it as a signed 64-bit integer.
 _POINTS = "points an int from 1 to 2**63-1"
 
 
-def _is_bool(r: Any) -> bool:
-    return type(r) is bool
+def _bool(r: Any) -> bool | object:
+    return r if type(r) is bool else WRONG
 
 
 def _is_int(r: Any, lo: int, hi: int) -> bool:
     return type(r) is int and lo <= r <= hi
 
 
+def _retry(r: Any) -> Retry | object:
+    if not isinstance(r, Retry):
+        return WRONG
+    sleep_ns, again = r.sleep_ns, r.again
+    if _is_int(sleep_ns, 0, KTIME_MAX) and type(again) is bool:
+        return Retry(sleep_ns, again)
+    return WRONG
+
+
+def _zap_details(r: Any, vma: Any) -> ZapDetails | object:
+    if not isinstance(r, ZapDetails) or vma.hugetlb_page:
+        return WRONG
+    ignore_dirty, check_swap_entries = r.ignore_dirty, r.check_swap_entries
+    if type(ignore_dirty) is bool and type(check_swap_entries) is bool:
+        return ZapDetails(ignore_dirty, check_swap_entries)
+    return WRONG
+
+
 def _show(r: Any) -> str:
     try:
-        text = repr(r)
+        text = scrub(repr(r))
     except Exception as e:
         text = f"<{type(r).__name__} whose repr raised {type(e).__name__}>"
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _eligible(victim: Any, oc: Any) -> bool:
-    """A task of this run's kernel that the OOM killer may kill."""
-    if not isinstance(victim, Victim) or not _is_int(victim.points, 1, (1 << 63) - 1):
-        return False
-    task = victim.task
-    return (isinstance(task, Task) and task.state != TASK_DEAD and task.mm is not None
-            and task.mm.k is oc._kernel and oc.in_scope(task)
-            and not task.process.kthread and not task.process.init)
+def _victim(r: Any, oc: Any) -> Victim | object:
+    """A Victim of a task of this run's kernel that the OOM killer may kill."""
+    if not isinstance(r, Victim):
+        return WRONG
+    task, points = r.task, r.points
+    if (_is_int(points, 1, (1 << 63) - 1) and isinstance(task, Task) and task.state != TASK_DEAD
+            and task.mm is not None and task.mm.k is oc._kernel and oc.in_scope(task)
+            and not task.process.kthread and not task.process.init):
+        return Victim(task, points)
+    return WRONG

@@ -98,9 +98,10 @@ class OomControl:
 
 # -- the OOM reaper -------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class ReapWork:
-    """One mm handed to the OOM reaper, with the victim it was queued for."""
+    """One mm handed to the OOM reaper, with the victim it was queued for
+    (frozen: the kernel holds a pin on exactly this mm)."""
 
     mm: MmStruct
     task: Task

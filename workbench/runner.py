@@ -31,7 +31,7 @@ from workbench.experiment import ArmSpec, Experiment
 from workbench.kernel.core import Kernel
 from workbench.files import OutError, contained_dir, prepare_out, write_atomic
 from workbench.interrupt import Interrupt
-from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, short_traceback
+from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, scrub, short_traceback
 from workbench.metrics import Metrics
 from workbench.plugin import PolicyError, RunPolicies, package_versions
 from workbench.units import kb, seconds
@@ -85,7 +85,7 @@ def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
         log.abandon()
         return _unlogged(scenario, arm, seed, str(e), started)
     except Exception as e:                    # a bug of the workbench: this run only
-        problem = f"internal error: {type(e).__name__}: {e}"
+        problem = scrub(f"internal error: {type(e).__name__}: {e}")
         try:
             log.enabled = True
             log.emit("error", policy="", hook="", problem=problem, traceback=short_traceback(e))

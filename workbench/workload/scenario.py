@@ -270,7 +270,8 @@ class _Processes:
                 self.problem(f"{path}.dirty", "only file VMAs have dirty page-cache pages")
             elif v.dirty > v.resident:
                 self.problem(f"{path}.dirty", "expected at most the VMA's resident size")
-            out.append(VmaSpec(v.name, v.kind, v.size // PAGE_SIZE, pages(v.resident),
+            # mmap() rounds a length up to whole pages (PAGE_ALIGN), as faults do
+            out.append(VmaSpec(v.name, v.kind, pages(v.size), pages(v.resident),
                                pages(v.dirty), v.locked, shared))
         return tuple(out)
 
@@ -332,9 +333,12 @@ class _Steps:
         if isinstance(s, (C.AllocStep, C.FreeStep, C.MmapLockStep, C.MmapUnlockStep)):
             if not self.has_mm:
                 self.problem(path, "a kthread without an mm (shares_mm_with) cannot touch user memory")
+        if isinstance(s, (C.AllocStep, C.FreeStep)) and MMAP_SEM in held:
+            self.problem(path, f"a {'fault' if isinstance(s, C.AllocStep) else 'munmap'} takes "
+                               "mmap_sem, which this thread holds here: a self-deadlock")
         if isinstance(s, (C.AllocStep, C.FreeStep)) and s.vma not in self.vmas:
             self.problem(f"{path}.vma", f"no vma named {s.vma!r} in this process's mm")
-        elif isinstance(s, C.AllocStep) and s.alloc > self.vmas[s.vma]:
+        elif isinstance(s, C.AllocStep) and pages(s.alloc) > pages(self.vmas[s.vma]):
             self.problem(f"{path}.alloc", f"{format_size(s.alloc)} is more than vma {s.vma!r} "
                                           f"holds ({format_size(self.vmas[s.vma])}): the fault "
                                           "past its end would be a SIGSEGV")
