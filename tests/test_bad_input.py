@@ -246,3 +246,11 @@ def test_sizes_round_up_to_whole_pages_as_mmap_does(tmp_path):
     odd = process("p", heap="6KiB", resident="6KiB", program=['{ sleep = "1ms" }'])
     vma = experiment(scenario("s", odd), tmp_path).scenarios[0].processes[0].vmas[0]
     assert (vma.size, vma.resident) == (2, 2)
+
+
+def test_a_fault_past_the_end_of_a_vma_is_shown_under_the_table(tmp_path, capsys):
+    twice = process("p", heap="1MiB", program=['{ alloc = "1MiB", vma = "heap" }',
+                                               '{ alloc = "1MiB", vma = "heap" }'])
+    assert cli.main(["run", write(tmp_path, scenario("s", twice))]) == 0
+    out = capsys.readouterr().out
+    assert "s / patch / seed 1: SIGSEGV: p (vma heap): a fault past the end of the VMA" in out

@@ -22,6 +22,7 @@ class Metrics:
         self.kills = 0
         self.killed: list[str] = []
         self.killed_sharers: list[str] = []
+        self.segv: list[str] = []                       # faults past the end of a VMA
         self.fatal_at: dict[int, float] = {}            # tgid -> when a fatal signal came
         self.stalls: list[tuple[float, float]] = []   # (since, end); end inf when open
         self.max_stall = 0.0
@@ -68,6 +69,7 @@ class Metrics:
         self._fatal(e)
 
     def on_segv(self, e: dict) -> None:
+        self.segv.append(f"{e['comm']} (vma {e['vma']})")
         self._fatal(e)
 
     def on_exit_group(self, e: dict) -> None:
@@ -167,6 +169,7 @@ class Metrics:
             "reap_failures": self.reap_failures,
             "reaper_dropped": self.reaper_dropped,
             "exit_freed_kb": self.exit_freed_kb,
+            "segv": self.segv,
             "invariant_violations": self.invariant_violations,
             "cgroups": cgroups,
             "cgroups_recovered": sum(c["outcome"] == "recovered" for c in cgroups.values()),

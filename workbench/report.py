@@ -13,6 +13,7 @@ class Table:
     def __init__(self, out: TextIO):
         self.out = out
         self.failures: list[str] = []
+        self.notes: list[str] = []
         self.rows = 0
 
     def row(self, result: Any) -> None:
@@ -32,8 +33,15 @@ class Table:
         self._line(cells)
         for f in failed:
             self.failures.append(f"{result.scenario} / {result.arm} / seed {result.seed}: {f}")
+        for who in s["segv"]:
+            self.notes.append(f"{result.scenario} / {result.arm} / seed {result.seed}: SIGSEGV: "
+                              f"{who}: a fault past the end of the VMA killed it")
 
     def end(self, out_dir: Path) -> None:
+        if self.notes:
+            print("", file=self.out)
+            for n in self.notes:
+                print(n, file=self.out)
         if self.failures:
             print(f"\n{len(self.failures)} expectation(s) failed:", file=self.out)
             for f in self.failures:
