@@ -9,9 +9,11 @@ expectation failed or a run ended in "error"; 2 bad usage or a bad config.
 
 from __future__ import annotations
 
-# Only sys at import time: anything else is imported inside main(), where a
-# Ctrl-C during the imports is caught.
+# Only what catching a signal needs at import time: anything else is imported
+# inside main(), where a Ctrl-C during the imports is only noted.
 import sys
+
+from workbench.interrupt import Interrupt
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     try:
-        return _main(argv)
-    except KeyboardInterrupt:           # Ctrl-C before the runs (imports, loading)
-        return interrupted("interrupted", EXIT_INTERRUPTED)
+        with Interrupt.handled():       # from here on a signal only sets a flag
+            return _main(argv)
+    except KeyboardInterrupt:           # a signal before the runs (imports, loading)
+        return interrupted("interrupted", Interrupt.exit_status())
     except BrokenPipeError:            # `workbench ... | head`: stop quietly
         _silence(sys.stdout)
         return EXIT_FAILED
@@ -58,10 +61,6 @@ def _silence(*streams: object) -> None:
 
 def interrupted(message: str, status: int) -> int:
     """Say so, and exit with status rather than by the signal."""
-    # CPython 3.11 marks a KeyboardInterrupt raised inside exec() of a string
-    # (dataclasses build their methods so) as unhandled even once caught, and
-    # then exits by SIGINT; the next exec() clears the mark.
-    exec("None")
     print(f"\nworkbench: {message}", file=sys.stderr)
     return status
 
@@ -69,8 +68,8 @@ def interrupted(message: str, status: int) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    # Imported here, not at the top: `--help` and bad usage stay fast, and an
-    # interrupt during these imports is caught by main().
+    # Imported here, not at the top: `--help` and bad usage stay fast, and a
+    # signal during these imports is only noted (main() reports it).
     from workbench.plugin import PluginError, load_plugins
     try:
         plugins = load_plugins()
@@ -79,6 +78,7 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_USAGE
     for problem in plugins.broken:
         print(f"workbench: warning: {problem}", file=sys.stderr)
+    Interrupt.check()
     return args.command(args, plugins, parser)
 
 
@@ -169,11 +169,11 @@ def _select(names: list[str] | None, items: list, kind: str, parser: argparse.Ar
 def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
     from workbench import report
     from workbench.files import OutError, lock_out, prepare_out
-    from workbench.interrupt import Interrupt
     from workbench.runner import run_all
     exp = _load(args.config, plugins)
     if exp is None:
         return EXIT_USAGE
+    Interrupt.check()
     scenarios = _select(args.scenario, list(exp.scenarios), "scenario", parser)
     arms = _select(args.arm, list(exp.arms), "arm", parser)
     seeds = list(dict.fromkeys(args.seed or exp.seeds))      # a seed given twice runs once

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # SIGHUP: the terminal went away; its runs end as after Ctrl-C.
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -26,14 +29,27 @@ class Interrupt:
     requested = False
     signalled = False                           # by a real signal, not a test
     signum = signal.SIGINT
+    _depth = 0
 
     @classmethod
     @contextlib.contextmanager
     def handled(cls) -> Iterator[None]:
+        """Signals set the flag while inside; nested uses share the outer one
+        (the command line holds it from its first import on, so that a
+        Ctrl-C cannot land inside the import machinery either)."""
+        if cls._depth:
+            cls._depth += 1
+            try:
+                yield
+            finally:
+                cls._depth -= 1
+            return
+
         def handler(signum: int, _frame: object) -> None:
             if not cls.requested:
                 cls.requested, cls.signalled, cls.signum = True, True, signum
         cls.requested = cls.signalled = False
+        cls._depth = 1
         previous = {}
         try:
             for s in SIGNALS:
@@ -43,6 +59,7 @@ class Interrupt:
         try:
             yield
         finally:
+            cls._depth = 0
             for s, h in previous.items():
                 signal.signal(s, signal.SIG_IGN if cls.signalled else h)
 
