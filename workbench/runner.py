@@ -75,6 +75,7 @@ def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
                        lambda: clock_ns[0](), [metrics.feed])
     except (OSError, OutError) as e:
         return _unlogged(scenario, arm, seed, f"cannot write the log: {e}", started)
+    _freeze_what_exists()
     try:
         summary = _simulate(scenario, arm, seed, log, clock_ns, plugins_desc, metrics,
                             instruments)
@@ -100,6 +101,22 @@ def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
         raise
     return RunResult(scenario.name, arm.name, seed, path, summary,
                      time.perf_counter() - started)
+
+
+def _freeze_what_exists() -> None:
+    """gc.freeze() the objects that exist before the first run (modules,
+    plugins, the config), once: the cyclic collector never scans them again,
+    and each run's garbage is collected as usual.  Freezing around every run
+    instead would freeze the last run's uncollected garbage for good, and a
+    long invocation would grow run by run."""
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
+_frozen = False
 
 
 def _unlogged(scenario: ScenarioSpec, arm: ArmSpec, seed: int, problem: str,
@@ -140,7 +157,6 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
     clock_ns[0] = lambda: kernel.clock.now
     log.emit("header", **fields)
     deterministic_scheduling(seed)
-    gc.freeze()         # keep the collector off what existed before the run
     try:
         trio.run(kernel.main, clock=trio.testing.MockClock(), instruments=list(instruments))
     except BaseExceptionGroup as group:       # Ctrl-C arrives wrapped by the nursery
@@ -148,7 +164,8 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
             raise KeyboardInterrupt from None
         raise
     finally:
-        gc.unfreeze()
+        end = kernel.clock.now                # the summary's time; the kernel may go
+        clock_ns[0] = lambda: end
     if log.failure is not None:
         raise log.failed_with(log.failure)
     return metrics.summary()
