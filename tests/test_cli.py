@@ -130,7 +130,8 @@ program = [{ repeat = "forever", do = [{ sleep = "1ms" }] }]
                                        f'out = "{tmp_path / "out"}"\n')
     # A shell without job control starts background commands with SIGINT
     # ignored, and children inherit that: give this one the default handler.
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "run", str(tmp_path / "exp.toml")],
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "run", str(tmp_path / "exp.toml"),
+                             "--jobs", "1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     finished = tmp_path / "out" / "hog" / "patch" / "seed-1.jsonl"
