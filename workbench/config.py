@@ -155,8 +155,9 @@ STEPS_MAX = 10**12
 class LimitsPatch(_Model):
     time: Dur | None = None
     stall: Dur | None = None
-    steps: int | None = Field(None, ge=1, le=STEPS_MAX)
-    steps_per_instant: int | None = Field(None, ge=1, le=STEPS_MAX)
+    # (below a thousand, a run's start-up alone could reach them)
+    steps: int | None = Field(None, ge=1000, le=STEPS_MAX)
+    steps_per_instant: int | None = Field(None, ge=1000, le=STEPS_MAX)
 
 
 # steps: what a simulated thread or kthread does between two looks at the clock

@@ -244,7 +244,7 @@ async def oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> None:
         reaped = await __oom_reap_vmas(k, me, work)
         if not reaped:
             retry = k.policies.reaper_retry(work, attempt)
-            k.step(("reaper", "workbench_reaper_retry"))
+            k.step(None if retry.sleep_ns else ("reaper", "workbench_reaper_retry"))
             if retry.sleep_ns:
                 await k.clock.sleep(me, retry.sleep_ns, TASK_UNINTERRUPTIBLE, "oom_reaper retry")
             if not retry.again:
