@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 from helpers import process, scenario
 
 from workbench.kernel.mm import MmStruct, Vma
-from workbench.kernel.sched import Halt
 from workbench.policy import ReapWork, hookimpl
 from workbench.plugins.reaper import SeedSlot
 

@@ -1,4 +1,4 @@
-"""The event log's contract and the outcome and metric definitions (docs/events.md, docs/metrics.md)."""
+"""The event log's contract, and the outcomes and metrics (docs/events.md, docs/metrics.md)."""
 
 from __future__ import annotations
 

@@ -40,8 +40,9 @@ def test_resident_memory_that_does_not_fit_at_a_later_start_is_a_scenario_proble
                    extra='start = "2s"')
     r = run(scenario("s", hog, late, time="4s"))
     assert r.summary["outcome"] == "error" and r.summary["invariant_violations"] == 0
-    assert r.summary["errors"][0].startswith("scenario: experiment.toml: process late: the 131332kB resident in "
-                                             "vma heap (with page tables) do not fit")
+    assert r.summary["errors"][0].startswith("scenario: experiment.toml: process late: the "
+                                             "131332kB resident in vma heap (with page tables) "
+                                             "do not fit")
 
 
 def test_a_fault_whose_page_tables_do_not_fit_maps_less_and_fails_as_4_5_does(run, monkeypatch):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from workbench.kernel.memcontrol import MemCgroup
-    from workbench.kernel.mm import MmStruct, Vma
+    from workbench.kernel.mm import MmStruct
     from workbench.kernel.sched import Process, Task
 
 hookimpl = pluggy.HookimplMarker("workbench")
