@@ -4,7 +4,8 @@ argparse, from the standard library: subcommands, `--seed N` given several
 times, and exit status 2 for bad usage out of the box, which is the
 contract's status for bad usage and bad configs alike.
 Exit status: 0 every run completed and every expectation held; 1 an
-expectation failed or a run ended in "error"; 2 bad usage or a bad config.
+expectation failed or a run ended in "error"; 2 bad usage or a bad config;
+128 + the signal's number after SIGINT, SIGTERM or SIGHUP (docs/running.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from workbench.plugin import Plugins
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130          # 128 + SIGINT, as shells report Ctrl-C
 
 
 def main(argv: list[str] | None = None) -> int:
