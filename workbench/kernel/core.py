@@ -121,12 +121,13 @@ class Kernel:
         if self.steps > self.step_deadline:
             self._step_limit(blame)
 
-    def scanned(self) -> None:
-        """One task a policy's scan of the task list looked at: bounded work
-        per OOM call, but N tasks x the calls of a long livelock add up, so
-        it counts against limits.steps (not against steps_per_instant)."""
-        self.steps += 1
-        self.step_deadline = min(self.step_deadline + 1, self.limits.steps)
+    def scanned(self, n: int = 1) -> None:
+        """n tasks a scan looked at (a policy's walk of the task list, a wake-up
+        walking a wait queue): bounded work per call, but N tasks x the calls
+        of a long livelock add up, so it counts against limits.steps (not
+        against steps_per_instant)."""
+        self.steps += n
+        self.step_deadline = min(self.step_deadline + n, self.limits.steps)
         if self.steps > self.step_deadline:
             self._step_limit(None)
 

@@ -281,6 +281,7 @@ class WaitQueue:
 
     def wake_up_matching(self, match: Callable[[object], bool]) -> None:
         """Wake the waiters whose token matches (a custom wake function)."""
+        self.k.scanned(len(self._waiters))
         for item in [w for w in self._waiters if match(w[1])]:
             self._waiters.remove(item)
             wake_up_task(self.k, item[0])
