@@ -68,14 +68,23 @@ class FakeVictim:
         self.task, self.points = task, 1
 
 
-class LyingVictim(Victim):
-    @property
-    def points(self):
-        raise RuntimeError("ask me later")
+def points_read_by(get) -> property:
+    """Victim.points computed by get on every read (the dataclass's own
+    assignment in __init__ is dropped)."""
+    return property(get, lambda self, value: None)
 
-    @points.setter
-    def points(self, value):
-        pass
+
+def _raise(self):
+    raise RuntimeError("ask me later")
+
+
+def _fickle(self):
+    reads = self.__dict__["reads"] = self.__dict__.get("reads", 0) + 1
+    return 1 if reads == 1 else 10**30
+
+
+class LyingVictim(Victim):
+    points = points_read_by(_raise)
 
 
 class MuteReaper(SeedSlot):
@@ -247,14 +256,7 @@ def test_a_policy_class_that_cannot_be_pickled_runs_in_the_parent_with_the_same_
 class Fickle(Victim):
     """Reads as a sane Victim once, then as something else."""
 
-    @property
-    def points(self):
-        reads = self.__dict__["reads"] = self.__dict__.get("reads", 0) + 1
-        return 1 if reads == 1 else 10**30
-
-    @points.setter
-    def points(self, value):
-        pass
+    points = points_read_by(_fickle)
 
 
 class Mutating(SeedSlot):

@@ -215,6 +215,15 @@ def draw_sleep(draw, ctx: Ctx) -> dict[str, Any]:
     return step
 
 
+def draw_locked(draw, ctx: Ctx, budget: int, depth: int, held: set, lock: dict,
+                unlock: dict) -> list[dict]:
+    """lock, up to two steps with it held (held includes it), unlock."""
+    if draw(st.booleans()):
+        lock["mode"] = draw(st.sampled_from(["uninterruptible", "killable"]))
+    inner = draw_block(draw, ctx, draw(st.integers(0, min(2, budget - 2))), depth, held)
+    return [lock, *inner, unlock]
+
+
 def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set) -> list[dict]:
     """At most `budget` steps (a pair counts as two), balanced locks."""
     steps: list[dict] = []
@@ -259,23 +268,18 @@ def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set) -> list[dict]
             if not free or budget < 2:
                 continue
             name = draw(st.sampled_from(free))
-            lock: dict[str, Any] = {"lock": name}
-            if draw(st.booleans()):
-                lock["mode"] = draw(st.sampled_from(["uninterruptible", "killable"]))
-            inner = draw_block(draw, ctx, draw(st.integers(0, min(2, budget - 2))), depth,
-                               held | {name})
-            steps += [lock, *inner, {"unlock": name}]
-            budget -= 2 + len(inner)
+            pair = draw_locked(draw, ctx, budget, depth, held | {name},
+                               {"lock": name}, {"unlock": name})
+            steps += pair
+            budget -= len(pair)
         elif kind == "mmap":
             if budget < 2:
                 continue
-            lock = {"mmap_lock": draw(st.sampled_from(["read", "write"]))}
-            if draw(st.booleans()):
-                lock["mode"] = draw(st.sampled_from(["uninterruptible", "killable"]))
-            inner = draw_block(draw, ctx, draw(st.integers(0, min(2, budget - 2))), depth,
-                               held | {MMAP})
-            steps += [lock, *inner, {"mmap_unlock": True}]
-            budget -= 2 + len(inner)
+            pair = draw_locked(draw, ctx, budget, depth, held | {MMAP},
+                               {"mmap_lock": draw(st.sampled_from(["read", "write"]))},
+                               {"mmap_unlock": True})
+            steps += pair
+            budget -= len(pair)
         elif kind == "repeat":
             body = [draw_sleep(draw, ctx)]
             body += draw_block(draw, ctx, draw(st.integers(0, min(2, budget - 1))), depth + 1,

@@ -25,7 +25,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializ
 
 from workbench.kernel.gfp import parse_gfp
 from workbench.metrics import OUTCOMES
-from workbench.units import Duration, parse_duration, parse_rate, parse_size
+from workbench.units import INT64_MAX, Duration, parse_duration, parse_rate, parse_size
 
 
 class ConfigError(Exception):
@@ -82,11 +82,13 @@ def _number(value: object) -> bool:
     """A number the log can hold as written: finite, and a 64-bit integer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return math.isfinite(value) if isinstance(value, float) else -(1 << 63) <= value < 1 << 63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return -INT64_MAX - 1 <= value <= INT64_MAX
 
 
-SEED_MAX = (1 << 63) - 1          # seeds are logged as signed 64-bit integers
-REPEAT_MAX = (1 << 63) - 1        # so are repeat counts
+SEED_MAX = INT64_MAX              # seeds are logged as signed 64-bit integers
+REPEAT_MAX = INT64_MAX            # so are repeat counts
 UID_MAX = (1 << 32) - 2           # uid_t; (uid_t)-1 is INVALID_UID
 PID_MAX_DEFAULT = 0x8000          # include/linux/threads.h: the default pid_max
 MAX_MAP_COUNT = 65530             # DEFAULT_MAX_MAP_COUNT, include/linux/mm.h
@@ -160,9 +162,8 @@ class LimitsPatch(_Model):
     steps_per_instant: int | None = Field(None, ge=1000, le=STEPS_MAX)
 
 
-# steps: what a simulated thread or kthread does between two looks at the clock
-# (a program step, an allocator round, a reap attempt).  A run that takes more,
-# in all or at one virtual instant, ends with outcome "error" naming the cause.
+# steps: units of work (kernel/core.py step(), docs/config.md).  A run that takes
+# more, in all or at one virtual instant, ends with outcome "error" naming the cause.
 LIMITS_DEFAULTS = LimitsPatch.model_validate({"time": "60s", "stall": "10s",
                                               "steps": 2_000_000,
                                               "steps_per_instant": 100_000})

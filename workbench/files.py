@@ -2,8 +2,9 @@
 
 Scenario and arm names are restricted to a safe alphabet (workbench/config.py),
 and every directory a run writes to is checked to resolve inside `out` before
-anything is made in it, so a symlinked directory cannot lead a log elsewhere.  Files are
-created fresh: a symlink already at a `.tmp` name is removed, never followed.
+anything is made in it, so a symlinked directory cannot lead a log elsewhere.
+Files are created fresh: a symlink already at a `.tmp` name is removed, never
+followed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import BinaryIO
+
+
+# Create if missing, never through a symlink, and not into child processes.
+_CREATE = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 
 
 class OutError(Exception):
@@ -36,9 +41,8 @@ def lock_out(out: Path) -> BinaryIO:
     replace each other's files.  The lock goes with the returned file (and
     with the process, however it ends)."""
     path = out / ".workbench.lock"
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
     try:
-        f = os.fdopen(os.open(path, flags, 0o644), "r+b")
+        f = os.fdopen(os.open(path, os.O_RDWR | _CREATE, 0o644), "r+b")
     except OSError as e:
         raise OutError(f"{path}: cannot be opened: {e.strerror or e}") from None
     try:
@@ -76,8 +80,8 @@ def open_new(path: Path, buffering: int = -1) -> BinaryIO:
     make sure nothing else is opened in its place."""
     if os.path.lexists(path):
         os.unlink(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
-    return os.fdopen(os.open(path, flags, 0o644), "wb", buffering=buffering)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_EXCL | _CREATE, 0o644), "wb",
+                     buffering=buffering)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

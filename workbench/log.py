@@ -94,6 +94,12 @@ def scrub(text: str) -> str:
     return _ADDRESS.sub("", text)
 
 
+def internal_error(e: Exception) -> dict[str, str]:
+    """The `error` event's fields for a bug of the workbench itself."""
+    return {"policy": "", "hook": "", "problem": scrub(f"internal error: {type(e).__name__}: {e}"),
+            "traceback": short_traceback(e)}
+
+
 def short_traceback(e: BaseException) -> str:
     """The traceback of e for an `error` event: file names cut to the part
     after site-packages or the project's root, so the log holds no
@@ -168,8 +174,9 @@ class EventLog:
             self._file.close()
             os.replace(self.tmp, self.path)
         except OSError as e:
+            error = self.failed_with(e)
             self.abandon()
-            raise self.failed_with(e) from None
+            raise error from None
 
     def abandon(self) -> None:
         """Close the file, keeping the .tmp of a run that did not finish;

@@ -23,7 +23,7 @@ from workbench.interrupt import Interrupt
 from workbench.kernel.sched import TASK_DEAD, Halt, Task
 from workbench.log import scrub, short_traceback
 from workbench.policy import ABORT, CONCERNS, ReapWork, Retry, Victim, ZapDetails
-from workbench.units import KTIME_MAX
+from workbench.units import INT64_MAX, KTIME_MAX
 
 PROJECT = "workbench"
 
@@ -333,7 +333,7 @@ def _victim(r: Any, oc: Any) -> Victim | object:
     if not isinstance(r, Victim):
         return WRONG
     task, points = r.task, r.points
-    if (_is_int(points, 1, (1 << 63) - 1) and isinstance(task, Task) and task.state != TASK_DEAD
+    if (_is_int(points, 1, INT64_MAX) and isinstance(task, Task) and task.state != TASK_DEAD
             and task.mm is not None and task.mm.k is oc._kernel and oc.in_scope(task)
             and not task.process.kthread and not task.process.init):
         return Victim(task, points)

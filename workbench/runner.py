@@ -17,7 +17,7 @@ import pickle
 import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from workbench.experiment import ArmSpec, Experiment
 from workbench.kernel.core import Kernel
 from workbench.files import OutError, contained_dir, prepare_out, write_atomic
 from workbench.interrupt import Interrupt
-from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, scrub, short_traceback
+from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, internal_error
 from workbench.metrics import Metrics
 from workbench.plugin import PolicyError, RunPolicies, package_versions
 from workbench.units import kb, seconds
@@ -86,16 +86,16 @@ def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
         log.abandon()
         return _unlogged(scenario, arm, seed, str(e), started)
     except Exception as e:                    # a bug of the workbench: this run only
-        problem = scrub(f"internal error: {type(e).__name__}: {e}")
+        fields = internal_error(e)
         try:
             log.enabled = True
-            log.emit("error", policy="", hook="", problem=problem, traceback=short_traceback(e))
+            log.emit("error", **fields)
             summary = metrics.summary()
             log.emit("summary", **summary)
             log.commit()
         except Exception:                     # not even that can be written
             log.abandon()
-            return _unlogged(scenario, arm, seed, problem, started)
+            return _unlogged(scenario, arm, seed, fields["problem"], started)
     except BaseException:
         log.abandon()
         raise
@@ -223,7 +223,7 @@ def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
     policies cannot be sent to a worker process (a class defined inside a
     function) runs in this process instead: same logs, one core."""
     local = {a.name for a in {id(t[1]): t[1] for t in todo}.values() if not _picklable(a)}
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    pool = _pool(jobs)
     try:
         futures = [None if args[1].name in local else pool.submit(_job, args) for args in todo]
         for i, (args, future) in enumerate(zip(todo, futures)):
@@ -231,23 +231,21 @@ def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
                 Interrupt.check()
                 result = _job(args)
             else:
-                while not future.done():
-                    Interrupt.check()
-                    wait([future], timeout=0.1)
                 try:
-                    result = future.result()
+                    result = _result(future)
                 except BrokenProcessPool:
                     # A worker died (os._exit, a signal): start a new pool for
                     # the rest, and find out whether this run was the cause.
                     pool.shutdown(wait=False, cancel_futures=True)
-                    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+                    pool = _pool(jobs)
                     for j in range(i + 1, len(todo)):
                         if futures[j] is not None:
                             futures[j] = pool.submit(_job, todo[j])
                     result = _isolated(args)
                 except Exception as e:
                     result = _unlogged(args[0], args[1], args[2], "the run could not be sent to "
-                                       f"a worker process: {type(e).__name__}: {e}", time.perf_counter())
+                                       f"a worker process: {type(e).__name__}: {e}",
+                                       time.perf_counter())
             results.append(result)
             on_result(result)
     except BaseException:
@@ -258,15 +256,23 @@ def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
     pool.shutdown()
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+
+
+def _result(future: Future) -> RunResult:
+    """The future's result, looking for Ctrl-C while it is not there yet."""
+    while not future.done():
+        Interrupt.check()
+        wait([future], timeout=0.1)
+    return future.result()
+
+
 def _isolated(args: tuple) -> RunResult:
     """Run one job alone in a fresh worker; if that dies too, the run did it."""
-    with ProcessPoolExecutor(max_workers=1, initializer=_worker_init) as pool:
-        future = pool.submit(_job, args)
-        while not future.done():
-            Interrupt.check()
-            wait([future], timeout=0.1)
+    with _pool(1) as pool:
         try:
-            return future.result()
+            return _result(pool.submit(_job, args))
         except BrokenProcessPool:
             return _unlogged(args[0], args[1], args[2], "the worker process running it died "
                              "(a policy that exits the process or crashes it)", time.perf_counter())

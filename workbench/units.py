@@ -19,8 +19,10 @@ NSEC_PER_SEC = 1_000_000_000
 # DEFAULT_MAX_MAP_COUNT VMAs per mm, every count the log writes then fits a
 # signed 64-bit integer.
 MAX_SIZE = 1 << 52
+# The largest integer the log holds: JSON readers take it as a signed 64-bit one.
+INT64_MAX = (1 << 63) - 1
 # The longest duration: KTIME_MAX, the kernel's signed 64-bit nanoseconds.
-KTIME_MAX = (1 << 63) - 1
+KTIME_MAX = INT64_MAX
 _MAX_DIGITS = 40            # longer numbers are over every limit: refuse before arithmetic
 
 _SIZE_UNITS = {

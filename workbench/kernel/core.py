@@ -18,7 +18,7 @@ from workbench.kernel import fork, memcontrol, oom_kill
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
 from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
-from workbench.log import EventLog, LogWriteError, scrub, short_traceback
+from workbench.log import EventLog, LogWriteError, internal_error
 from workbench.plugin import PolicyError, RunPolicies
 from workbench.units import kb, seconds
 from workbench.workload.spec import ScenarioSpec
@@ -103,9 +103,7 @@ class Kernel:
             if not self.halting:
                 # A bug in the workbench itself: the run still ends with a
                 # valid log, the traceback in it.
-                self.log.emit("error", policy="", hook="",
-                              problem=scrub(f"internal error: {type(e).__name__}: {e}"),
-                              traceback=short_traceback(e))
+                self.log.emit("error", **internal_error(e))
                 self.finish("error")
 
     # -- bounding the work of a run ------------------------------------------------
