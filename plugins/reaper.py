@@ -1,13 +1,19 @@
-"""Reaper policies: how killed mms reach the oom_reaper thread and how it retries."""
+"""Reaper policies: how killed mms reach the oom_reaper thread, how it retries,
+and what it tells the OOM killer when done."""
 
 from __future__ import annotations
+
+from collections import deque
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workbench.config import Dur
 from workbench.units import Duration
-from workbench.policy import Policy, ReapWork, Retry, hookimpl
+from workbench.policy import AfterReap, Policy, ReapWork, Retry, hookimpl
 from workbench.workload.spec import MachineSpec
+
+Verdict = Literal["nothing", "exit_oom_victim", "oom_skip"]
 
 
 class NoReaper(Policy):
@@ -21,10 +27,18 @@ class NoReaper(Policy):
         return False
 
 
-class SeedOptions(BaseModel):
+class LinuxOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    queue: Literal["slot", "lifo", "fifo"] = Field(
+        "slot", description="slot: the seed's one mm_to_reap, a second mm is dropped; lifo: "
+        "4.6's oom_reaper_list, pushed and popped at the head; fifo: in order (no kernel)")
     attempts: int = Field(10, ge=1, description="down_read_trylock attempts before giving up")
     sleep: Dur | None = Field(None, description="sleep after a failed attempt (default HZ/10)")
+    delay: Dur = Field(Duration(), description="wait before queuing (5.18 OOM_REAPER_DELAY, 2s)")
+    after_reap: Verdict = Field("nothing", description="what a successful reap tells the OOM "
+                                "killer (4.6: exit_oom_victim; 4.9: oom_skip)")
+    after_give_up: Verdict = Field("nothing", description="what giving up tells the OOM killer "
+                                   "(4.7: exit_oom_victim; 4.9: oom_skip)")
 
     @field_validator("sleep")
     @classmethod
@@ -36,48 +50,91 @@ class SeedOptions(BaseModel):
         return v
 
 
-class SeedSlot(Policy):
-    """The seed: one mm_to_reap slot filled by cmpxchg (a second mm is dropped), 10
-    attempts HZ/10 apart, the slot cleared when done, nothing told to the OOM killer."""
+_VERDICTS = {"nothing": AfterReap(), "exit_oom_victim": AfterReap(exit_oom_victim=True),
+             "oom_skip": AfterReap(oom_skip=True)}
 
-    name = "seed"
+
+class Linux(Policy):
+    """The oom_reaper as Linux has had it.  The defaults are the seed: one
+    mm_to_reap slot filled by cmpxchg (a second mm is dropped), 10 attempts
+    HZ/10 apart, the slot cleared when done, nothing told to the OOM killer.
+    4.6's list, 5.18's delay and what a reap tells the killer are options."""
+
+    name = "linux"
     concern = "reaper"
-    Options = SeedOptions
+    Options = LinuxOptions
 
-    def __init__(self, options: SeedOptions, machine: MachineSpec):
+    def __init__(self, options: LinuxOptions, machine: MachineSpec):
         super().__init__(options, machine)
-        self.mm_to_reap: ReapWork | None = None
-        self.attempts = options.attempts
+
+        def option(name: str):   # a subclass with Options of its own keeps the defaults
+            return getattr(options, name, LinuxOptions.model_fields[name].default)
+
+        self.queue = option("queue")
+        self.attempts = option("attempts")
+        sleep = option("sleep")
         # schedule_timeout_idle(HZ/10): whole jiffies
-        self.sleep_ns = (options.sleep.to_ns(machine.hz) if options.sleep is not None
+        self.sleep_ns = (sleep.to_ns(machine.hz) if sleep is not None
                          else machine.hz // 10 * machine.jiffy_ns)
+        self.delay_ns = option("delay").to_ns(machine.hz)
+        self.after = {True: _VERDICTS[option("after_reap")],
+                      False: _VERDICTS[option("after_give_up")]}
+        self.mm_to_reap: ReapWork | None = None            # queue = "slot"
+        self.oom_reaper_list: deque[ReapWork] = deque()     # queue = "lifo" | "fifo"
 
     @hookimpl
     def workbench_reaper_enabled(self) -> bool:
         return True
 
     @hookimpl
+    def workbench_reaper_delay(self, work: ReapWork) -> int:
+        return self.delay_ns
+
+    @hookimpl
     def workbench_reaper_queue(self, work: ReapWork) -> bool:
-        if self.mm_to_reap is not None:          # cmpxchg(&mm_to_reap, NULL, mm) failed
+        if self.queue == "slot":
+            if self.mm_to_reap is not None:      # cmpxchg(&mm_to_reap, NULL, mm) failed
+                return False
+            self.mm_to_reap = work
+            return True
+        # 4.6 wake_oom_reaper(): a task already on the list is not added twice.
+        if any(w.task is work.task for w in self.oom_reaper_list):
             return False
-        self.mm_to_reap = work
+        if self.queue == "lifo":
+            self.oom_reaper_list.appendleft(work)   # tsk->oom_reaper_list = oom_reaper_list
+        else:
+            self.oom_reaper_list.append(work)
         return True
 
     @hookimpl
     def workbench_reaper_next(self) -> ReapWork | None:
-        return self.mm_to_reap                   # stays in the slot while it is reaped
+        if self.queue == "slot":
+            return self.mm_to_reap                   # stays in the slot while it is reaped
+        # 4.6 oom_reaper(): the head is taken off the list before the reap
+        return self.oom_reaper_list.popleft() if self.oom_reaper_list else None
 
     @hookimpl
     def workbench_reaper_retry(self, work: ReapWork, attempt: int) -> Retry:
-        # while (attempts++ < 10 && !__oom_reap_vmas(mm)) schedule_timeout_idle(HZ/10);
+        # while (attempts++ < MAX_OOM_REAP_RETRIES && !__oom_reap_task(tsk))
+        #         schedule_timeout_idle(HZ/10);
         return Retry(self.sleep_ns, attempt < self.attempts)
 
     @hookimpl
-    def workbench_reaper_done(self, work: ReapWork, reaped: bool) -> None:
-        self.mm_to_reap = None                   # WRITE_ONCE(mm_to_reap, NULL)
+    def workbench_reaper_done(self, work: ReapWork, reaped: bool) -> AfterReap:
+        if self.mm_to_reap is work:
+            self.mm_to_reap = None                   # WRITE_ONCE(mm_to_reap, NULL)
+        return self.after[reaped]
+
+
+class Seed(Linux):
+    """The seed's reaper (aac453635549): the defaults of `linux` (the name
+    older configs use)."""
+
+    name = "seed"
 
 
 @hookimpl
 def workbench_register_policies(registry: object) -> None:
     registry.add_policy(NoReaper)
-    registry.add_policy(SeedSlot)
+    registry.add_policy(Linux)
+    registry.add_policy(Seed)

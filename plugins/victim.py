@@ -1,6 +1,9 @@
-"""Victim selectors."""
+"""Victim selectors: Linux's select_bad_process(), oom_badness() and the kill's
+choices, with the rules that changed after 4.5 as options (docs/history.md)."""
 
 from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.kernel.oom_kill import find_lock_task_mm, process_shares_mm, task_will_free_mem
 from workbench.kernel.sched import Process
@@ -9,16 +12,46 @@ from workbench.policy import ABORT, OomControl, Policy, Victim, hookimpl
 OOM_SCORE_ADJ_MIN = -1000
 
 
-class Linux45(Policy):
-    """Linux 4.5: per-thread scan aborting on TIF_MEMDIE or PF_EXITING, oom_badness
-    with the 3% root bonus, the worst child sacrificed, sharers killed unless
-    kthread, init or OOM_SCORE_ADJ_MIN."""
+class LinuxOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    abort_on_exiting: bool = Field(True, description="abort the scan on a PF_EXITING thread "
+                                   "that still has an mm (4.5; gone in 4.6)")
+    oom_mm_victims: bool = Field(False, description="abort on a victim process until its mm "
+                                 "has MMF_OOM_SKIP, skip MMF_OOM_SKIP mms, scan processes "
+                                 "(4.9 tsk_is_oom_victim), instead of 4.5's per-thread "
+                                 "TIF_MEMDIE abort")
+    root_bonus: bool = Field(True, description="3% off the badness of CAP_SYS_ADMIN "
+                             "processes (gone in 4.17)")
+    child_sacrifice: bool = Field(True, description="kill the worst child instead of the "
+                                  "selected process (gone in 5.1)")
+    skip_vfork: bool = Field(False, description="never select a vfork child (4.8)")
+    kill_all_sharers: bool = Field(False, description="kill every process sharing the mm, "
+                                   "OOM_SCORE_ADJ_MIN ones too; kthreads and init are never "
+                                   "killed (4.8)")
 
-    name = "linux-4.5"
+
+class Linux(Policy):
+    """Linux's victim selection.  The defaults are 4.5: per-thread scan
+    aborting on TIF_MEMDIE or PF_EXITING, oom_badness with the 3% root bonus,
+    the worst child sacrificed, sharers killed unless kthread, init or
+    OOM_SCORE_ADJ_MIN; each later rule is an option."""
+
+    name = "linux"
     concern = "victim"
+    Options = LinuxOptions
+
+    def rule(self, name: str) -> bool:
+        """An option; a subclass with Options of its own keeps the defaults."""
+        return getattr(self.options, name, LinuxOptions.model_fields[name].default)
 
     @hookimpl
     def workbench_select_bad_process(self, oc: OomControl) -> Victim | object | None:
+        if self.rule("oom_mm_victims"):
+            return self._scan_processes(oc)
+        return self._scan_threads(oc)
+
+    def _scan_threads(self, oc: OomControl) -> Victim | object | None:
+        """4.5/4.6 select_bad_process() with oom_scan_process_thread()."""
         chosen, chosen_points = None, 0
         for task in oc.threads():                           # for_each_process_thread
             if self.unkillable(task.process, oc):
@@ -27,8 +60,8 @@ class Linux45(Policy):
                 return ABORT
             if task.mm is None:
                 continue
-            if task_will_free_mem(task):                    # 4.5 only: an exiting thread
-                return ABORT
+            if self.rule("abort_on_exiting") and task_will_free_mem(task):
+                return ABORT                                # 4.5 only: an exiting thread
             points = self.badness(task.process, oc)
             if not points or points < chosen_points:
                 continue
@@ -38,10 +71,30 @@ class Linux45(Policy):
             chosen, chosen_points = task, points
         return Victim(chosen, chosen_points) if chosen is not None else None
 
+    def _scan_processes(self, oc: OomControl) -> Victim | object | None:
+        """4.9+ select_bad_process() with oom_evaluate_task(), per process."""
+        chosen, chosen_points = None, 0
+        for proc in oc.processes():                         # for_each_process
+            if self.unkillable(proc, oc):
+                continue
+            # A victim still has access to memory reserves and is being
+            # killed: wait for it unless its mm is already reaped or gone.
+            if proc.oom_mm is not None:
+                if proc.oom_mm.oom_skip:
+                    continue
+                return ABORT
+            points = self.badness(proc, oc)
+            if not points or points < chosen_points:
+                continue
+            chosen, chosen_points = proc, points
+        return Victim(find_lock_task_mm(chosen), chosen_points) if chosen is not None else None
+
     @hookimpl
     def workbench_oom_sacrifice_child(self, oc: OomControl, victim: Victim) -> Victim:
         """Any eligible child with its own mm beats its parent: victim_points
         starts at 0, not at the parent's score (mm/oom_kill.c oom_kill_process(), 4.5)."""
+        if not self.rule("child_sacrifice"):
+            return victim
         best, best_points = victim, 0
         for child in victim.task.process.children:
             if process_shares_mm(child, victim.task.mm):
@@ -53,8 +106,9 @@ class Linux45(Policy):
 
     @hookimpl
     def workbench_oom_kill_sharer(self, oc: OomControl, victim: object, process: Process) -> bool:
-        return not (process.kthread or process.init
-                    or process.oom_score_adj == OOM_SCORE_ADJ_MIN)
+        if process.kthread or process.init:
+            return False
+        return self.rule("kill_all_sharers") or process.oom_score_adj != OOM_SCORE_ADJ_MIN
 
     @staticmethod
     def unkillable(proc: Process, oc: OomControl) -> bool:
@@ -70,13 +124,25 @@ class Linux45(Policy):
         if task is None or proc.oom_score_adj == OOM_SCORE_ADJ_MIN:
             return 0
         mm = task.mm
+        if self.rule("oom_mm_victims") and mm.oom_skip:     # 4.9: reaped or gone already
+            return 0
+        if self.rule("skip_vfork") and proc.in_vfork:       # 4.8 b18dc5f291c0
+            return 0
         points = mm.get_mm_rss() + mm.swapents + mm.nr_ptes + mm.nr_pmds
-        if proc.cap_sys_admin:
+        if self.rule("root_bonus") and proc.cap_sys_admin:
             points -= points * 3 // 100
         points += proc.oom_score_adj * (oc.totalpages // 1000)
         return points if points > 0 else 1
 
 
+class Linux45(Linux):
+    """Linux 4.5's victim selection: the defaults of `linux` (the name older
+    configs use)."""
+
+    name = "linux-4.5"
+
+
 @hookimpl
 def workbench_register_policies(registry: object) -> None:
+    registry.add_policy(Linux)
     registry.add_policy(Linux45)

@@ -107,7 +107,7 @@ kills = 1
     exp, scn = str(tmp_path / "exp.toml"), str(tmp_path / "s.toml")
     expected = [
         (exp, "seeds[1]"), (exp, "colour: unknown key"), (exp, "machine.memory: expected a size"),
-        (exp, "arm[0].preset: unknown preset 'nope' (known: no-reaper, patch)"),
+        (exp, "arm[0].preset: unknown preset 'nope' (known: modern, no-reaper, patch, v4.6)"),
         (exp, "arm[1].options.reaper.attempts"), (exp, "scenarios[1]: 'nothing-*.toml' matches no file"),
         (scn, "limits.stall: expected a duration"),
         (scn, "process[1].name: String should have at most 15 characters"),

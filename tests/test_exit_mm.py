@@ -8,7 +8,7 @@ from helpers import process, scenario
 
 from workbench.kernel.mm import MmStruct, Vma
 from workbench.policy import ReapWork, hookimpl
-from workbench.plugins.reaper import SeedSlot
+from workbench.plugins.reaper import Seed as SeedSlot
 
 HOG = process("hog", heap="1GiB", program=['{ alloc = "1GiB", vma = "heap" }'])
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 import workbench.plugin
 from workbench import cli
-from workbench.plugins.reaper import SeedSlot
+from workbench.plugins.reaper import Seed as SeedSlot
 from workbench.plugins.victim import Linux45
 from workbench.policy import Retry, Victim, hookimpl
 

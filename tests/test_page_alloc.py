@@ -54,8 +54,8 @@ HOG = process("hog", heap="1GiB", program=['{ alloc = "1GiB", vma = "heap" }'])
 
 
 def test_a_victim_without_nofail_takes_the_reserves_then_fails_instead_of_looping(run):
-    # 64 MiB chunks: more than the 2 MiB of reserves a 256 MiB machine keeps.
-    r = run(scenario("s", HOG).replace("[machine]", '[machine]\nfault_rate = "64GiB/s"'),
+    # No reserves at all (min_free = 0): the victim's next fault finds none.
+    r = run(scenario("s", HOG).replace("[machine]", '[machine]\nmin_free = "0B"'),
             preset="no-reaper")
     fail = r.first("alloc_fail", comm="hog")
     assert fail["msg"] == "hog: page allocation failure: order:0, mode:0x24000c0"
@@ -130,6 +130,7 @@ def test_a_contended_oom_lock_costs_one_jiffy_and_reports_progress(run):
 def test_nofail_keeps_looping_where_a_plain_victim_allocation_would_fail(run):
     nofail = process("hog", heap="1GiB", program=[
         '{ alloc = "200MiB", vma = "heap" }', '{ kalloc = "200MiB", gfp = "GFP_KERNEL|__GFP_NOFAIL" }'])
-    r = run(scenario("s", nofail), preset="no-reaper")
+    r = run(scenario("s", nofail).replace("[machine]", '[machine]\nmin_free = "0B"'),
+            preset="no-reaper")
     assert r.count("alloc_fail") == 0
     assert r.summary["kills"] == 1 and r.summary["outcome"] == "lockup"

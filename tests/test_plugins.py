@@ -93,9 +93,9 @@ def test_options_are_validated_by_the_plugin(tmp_path):
 def test_unknown_names_list_the_known_ones(tmp_path):
     with pytest.raises(ConfigError) as e:
         experiment(HOG_AND_SLEEPERS, tmp_path, arm={"victim": "oldest", "reaper": "fifo"})
-    assert any("arm[0].victim: unknown victim policy 'oldest' (known: linux-4.5)" in p
+    assert any("arm[0].victim: unknown victim policy 'oldest' (known: linux, linux-4.5)" in p
                for p in e.value.problems)
-    assert any("arm[0].reaper: unknown reaper policy 'fifo' (known: none, seed)" in p
+    assert any("arm[0].reaper: unknown reaper policy 'fifo' (known: linux, none, seed)" in p
                for p in e.value.problems)
 
 
@@ -135,9 +135,10 @@ def test_built_ins_come_through_the_entry_point_group():
     assert names == {"presets": "workbench.plugins.presets", "reaper": "workbench.plugins.reaper",
                      "victim": "workbench.plugins.victim",
                      "vma_filter": "workbench.plugins.vma_filter"}
-    assert set(plugins.registry.presets) == {"patch", "no-reaper"}
+    assert set(plugins.registry.presets) == {"patch", "no-reaper", "v4.6", "modern"}
     patch = plugins.registry.presets["patch"]
-    assert (patch.victim, patch.reaper, patch.vma_filter) == ("linux-4.5", "seed", "seed")
+    assert (patch.victim, patch.reaper, patch.vma_filter) == ("linux", "none", "linux")
+    assert patch.follow_ups == ("oom-reaper",)
 
 
 def test_policies_subclass_the_documented_base():

@@ -6,7 +6,7 @@ import pytest
 from helpers import mmap_writer_victim, process, scenario
 
 from workbench.kernel.mm import Vma
-from workbench.plugins.vma_filter import SeedFilter
+from workbench.plugins.vma_filter import LinuxOptions, Seed as SeedFilter
 from workbench.policy import ZapDetails
 
 
@@ -20,7 +20,7 @@ from workbench.policy import ZapDetails
 ])
 def test_the_seed_filter(kind, locked, shared, reaped):
     vma = Vma("v", kind, 10, locked=locked, shared=shared)
-    details = SeedFilter(None, None).workbench_reap_vma(vma, None)
+    details = SeedFilter(LinuxOptions(), None).workbench_reap_vma(vma, None)
     assert (details == ZapDetails(ignore_dirty=True, check_swap_entries=True)) is reaped
     assert details is None or reaped
 

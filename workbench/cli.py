@@ -217,15 +217,28 @@ def cmd_plugins(args: argparse.Namespace, plugins: Plugins, parser: argparse.Arg
                            ("vma_filter", "VMA filters")):
         print(f"{title}:")
         for name, cls in sorted(reg.policies[concern].items()):
-            doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())   # first paragraph
-            print(f"  {name:<12} {doc}  [{reg.owner[concern, name]}]")
+            print(f"  {name:<12} {_first_paragraph(cls)}  [{reg.owner[concern, name]}]")
+            base = next((b for b in cls.__mro__[1:] if getattr(b, "name", None)
+                         in reg.policies[concern] and b.Options is cls.Options), None)
+            if base is not None:                    # an alias: same options as its base
+                continue
             for field, info in cls.Options.model_fields.items():
-                print(f"  {'':<12}   option {field} = {info.default!r}: {info.description or ''}")
+                default = info.default
+                shown = f'"{default}"' if type(default).__name__ == "Duration" else repr(default)
+                print(f"  {'':<12}   option {field} = {shown}: {info.description or ''}")
+    print("follow-ups (applied in this order):")
+    for f in reg.follow_ups.values():
+        print(f"  {f.name:<30} {f.since:<5} {f.doc}  [{f.commit}]")
     print("presets:")
     for name, p in sorted(reg.presets.items()):
-        print(f"  {name:<12} victim={p.victim} reaper={p.reaper} vma_filter={p.vma_filter}  "
-              f"{p.doc}")
+        print(f"  {name:<12} {p.doc}")
+        print(f"  {'':<12}   base: victim={p.victim} reaper={p.reaper} vma_filter={p.vma_filter}")
+        print(f"  {'':<12}   follow-ups: {', '.join(p.follow_ups) or 'none'}")
     return EXIT_OK
+
+
+def _first_paragraph(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").split("\n\n")[0].split())
 
 
 if __name__ == "__main__":

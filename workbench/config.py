@@ -370,6 +370,7 @@ class ArmOptions(_Model):
 class Arm(_Model):
     name: PathName
     preset: str = "patch"
+    follow_ups: list[str] = Field(default_factory=list)   # "+name" adds, "-name" removes
     victim: str | None = None
     reaper: str | None = None
     vma_filter: str | None = None

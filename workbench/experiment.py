@@ -6,6 +6,7 @@ validates all of them, and raises one ConfigError listing every problem.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from workbench import config as C
 from workbench.interrupt import Interrupt
+from workbench.kernel.features import Features
 from workbench.log import dumps
 from workbench.plugin import Plugins, policy_raised
 from workbench.policy import CONCERNS
@@ -28,6 +30,17 @@ class ArmSpec:
     preset: str
     policies: dict[str, type]          # concern -> policy class
     options: dict[str, BaseModel]      # concern -> validated options
+    follow_ups: tuple[str, ...] = ()   # applied, in catalogue order
+    features: Features = Features()    # the kernel switches they turn on
+    pure_preset: bool = True           # nothing changed from the preset: its expectations hold
+    not_applied: tuple[str, ...] = ()  # follow-ups whose options the arm's own policy lacks
+
+    def expect_key(self, expect: dict[str, Any]) -> str | None:
+        """Which of a scenario's expect tables this arm answers to: its own
+        name, else its preset's when the arm is that preset unchanged."""
+        if self.name in expect:
+            return self.name
+        return self.preset if self.pure_preset and self.preset in expect else None
 
     def instantiate(self, machine: Any) -> dict[str, Any]:
         """One run's policy objects; a constructor that raises is that policy's error."""
@@ -43,9 +56,13 @@ class ArmSpec:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "preset": self.preset}
+        out: dict[str, Any] = {"name": self.name, "preset": self.preset,
+                               "follow_ups": list(self.follow_ups)}
         for c in CONCERNS:
             out[c] = self.policies[c].name
+        out["kernel"] = self.features.changed()
+        if self.not_applied:
+            out["follow_ups_not_applied"] = list(self.not_applied)
         out["options"] = {c: self.options[c].model_dump(mode="json") for c in CONCERNS}
         return out
 
@@ -125,26 +142,96 @@ def _load_scenarios(path: Path, exp: C.ExperimentFile, arms: list[str], presets:
 
 def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
                  problems: list[str]) -> ArmSpec | None:
+    """The arm's policies and kernel switches: the preset's base policies,
+    its follow-ups with the arm's changes applied in catalogue order (each
+    may put a policy in place, set its options and turn kernel switches on),
+    then the arm's own policy names and options on top."""
     registry = plugins.registry
     preset = registry.presets.get(arm.preset)
     if preset is None:
         problems.append(f"{where}: arm[{i}].preset: unknown preset {arm.preset!r} "
                         f"(known: {', '.join(sorted(registry.presets))})")
         return None
-    policies, options = {}, {}
+    follow_ups = _follow_ups(arm, i, preset, registry, where, problems)
+    if follow_ups is None:
+        return None
+    chosen = {c: getattr(preset, c) for c in CONCERNS}
+    kernel: dict[str, Any] = {}
+    for f in follow_ups:
+        chosen.update(f.policies)
+        kernel.update(f.kernel)
+    policies, options, skipped = {}, {}, set()
     for concern in CONCERNS:
-        name = getattr(arm, concern) or getattr(preset, concern)
+        name = getattr(arm, concern) or chosen[concern]
         cls = registry.policies[concern].get(name)
         if cls is None:
             problems.append(f"{where}: arm[{i}].{concern}: unknown {concern} policy {name!r} "
                             f"(known: {', '.join(sorted(registry.policies[concern]))})")
             continue
         policies[concern] = cls
-        options[concern] = _policy_options(cls, getattr(arm.options, concern), where, problems,
+        table = _follow_up_options(cls, concern, follow_ups, name != chosen[concern], skipped)
+        table.update(getattr(arm.options, concern))
+        options[concern] = _policy_options(cls, table, where, problems,
                                            f"arm[{i}].options.{concern}")
     if len(policies) < len(CONCERNS) or None in options.values():
         return None
-    return ArmSpec(arm.name, arm.preset, policies, options)
+    pure = not arm.follow_ups and not any(getattr(arm, c) for c in CONCERNS) and not any(
+        getattr(arm.options, c) for c in CONCERNS)
+    return ArmSpec(arm.name, arm.preset, policies, options,
+                   tuple(f.name for f in follow_ups if f.name not in skipped),
+                   Features(**kernel), pure, tuple(f.name for f in follow_ups if f.name in skipped))
+
+
+def _follow_ups(arm: C.Arm, i: int, preset: Any, registry: Any, where: str,
+                problems: list[str]) -> list[Any] | None:
+    """The preset's follow-ups with the arm's "+name" and "-name" applied, in
+    catalogue order."""
+    names = list(preset.follow_ups)
+    ok = True
+    for j, change in enumerate(arm.follow_ups):
+        key = f"{where}: arm[{i}].follow_ups[{j}]"
+        sign, name = change[:1], change[1:]
+        if sign not in ("+", "-"):
+            problems.append(f"{key}: expected \"+NAME\" to add a follow-up or \"-NAME\" to "
+                            f"remove one, got {change!r}")
+            ok = False
+        elif name not in registry.follow_ups:
+            close = difflib.get_close_matches(name, list(registry.follow_ups), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"{key}: unknown follow-up {name!r} ({hint}`workbench plugins` "
+                            "lists them)")
+            ok = False
+        elif sign == "+" and name in names:
+            problems.append(f"{key}: preset {preset.name!r} already has {name!r}")
+            ok = False
+        elif sign == "-" and name not in names:
+            problems.append(f"{key}: preset {preset.name!r} does not have {name!r} (it has: "
+                            f"{', '.join(names) or 'none'})")
+            ok = False
+        elif sign == "+":
+            names.append(name)
+        else:
+            names.remove(name)
+    if not ok:
+        return None
+    order = list(registry.follow_ups)
+    return [registry.follow_ups[n] for n in sorted(names, key=order.index)]
+
+
+def _follow_up_options(cls: type, concern: str, follow_ups: list[Any], replaced: bool,
+                       skipped: set[str]) -> dict[str, Any]:
+    """The options the follow-ups set for this concern's policy.  A policy
+    the arm chose itself owns its concern: options it does not have are
+    left out, and the follow-up is recorded as not applied."""
+    table: dict[str, Any] = {}
+    fields = getattr(cls.Options, "model_fields", {})
+    for f in follow_ups:
+        for key, value in f.options.get(concern, {}).items():
+            if key in fields or not replaced:       # a preset's own policy must take them
+                table[key] = value
+            else:
+                skipped.add(f.name)
+    return table
 
 
 def _policy_options(cls: type, table: dict[str, Any], where: str, problems: list[str],

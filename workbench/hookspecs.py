@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from workbench.kernel.mm import MmStruct, Vma
     from workbench.kernel.sched import Process, Task
     from workbench.plugin import PolicyRegistry
-    from workbench.policy import OomControl, ReapWork, Retry, Victim, ZapDetails
+    from workbench.policy import AfterReap, OomControl, ReapWork, Retry, Victim, ZapDetails
 
 hookspec = pluggy.HookspecMarker("workbench")
 
@@ -97,6 +97,18 @@ def workbench_reaper_queue(work: ReapWork) -> bool:
 
 
 @hookspec(firstresult=True)
+def workbench_reaper_delay(work: ReapWork) -> int:
+    """How long to wait before queuing work: OOM_REAPER_DELAY (5.18, 2 s).
+
+    Optional (no implementation: 0, queue at once).  Called by
+    oom_kill_process() before workbench_reaper_queue.  With a delay the
+    kernel arms a timer; when it fires, an mm that has MMF_OOM_SKIP by then
+    (its exit got there first) is dropped without being queued.  Return
+    nanoseconds, 0 or more.
+    """
+
+
+@hookspec(firstresult=True)
 def workbench_reaper_next() -> ReapWork | None:
     """The work the reaper thread should do next, or None to sleep.
 
@@ -117,11 +129,14 @@ def workbench_reaper_retry(work: ReapWork, attempt: int) -> Retry:
 
 
 @hookspec(firstresult=True)
-def workbench_reaper_done(work: ReapWork, reaped: bool) -> None:
+def workbench_reaper_done(work: ReapWork, reaped: bool) -> AfterReap | None:
     """The reaper finished with work: reaped, or gave up.
 
     Called after the last attempt, before the reaper drops its pin on the
-    mm.  The seed clears its slot here and tells the OOM killer nothing.
+    mm.  Return what to tell the OOM killer, an ``AfterReap``, or None for
+    nothing.  The seed clears its slot here and tells the killer nothing;
+    4.6 clears TIF_MEMDIE after a successful reap; 4.9 and later set
+    MMF_OOM_SKIP either way.
     """
 
 

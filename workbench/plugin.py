@@ -20,9 +20,10 @@ import pluggy
 
 from workbench import hookspecs
 from workbench.interrupt import Interrupt
+from workbench.kernel.features import Features
 from workbench.kernel.sched import TASK_DEAD, Halt, Task
 from workbench.log import scrub, short_traceback
-from workbench.policy import ABORT, CONCERNS, ReapWork, Retry, Victim, ZapDetails
+from workbench.policy import ABORT, CONCERNS, AfterReap, ReapWork, Retry, Victim, ZapDetails
 from workbench.units import INT64_MAX, KTIME_MAX
 
 PROJECT = "workbench"
@@ -57,11 +58,30 @@ def policy_raised(policy: str, hook: str, e: BaseException) -> PolicyError:
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """One kernel change after 4.5, as a named unit (docs/history.md): the
+    policies it puts in place, the options it sets on them, and the kernel
+    switches (workbench/kernel/features.py) it turns on."""
+
+    name: str
+    since: str                                   # the first release that has it
+    commit: str                                  # commit id or title
+    doc: str
+    policies: dict[str, str]                     # concern -> policy name
+    options: dict[str, dict[str, Any]]           # concern -> option -> value
+    kernel: dict[str, Any]                       # Features field -> value
+    plugin: str
+
+
+@dataclass(frozen=True)
 class Preset:
+    """Base policies plus follow-ups applied in catalogue order."""
+
     name: str
     victim: str
     reaper: str
     vma_filter: str
+    follow_ups: tuple[str, ...]
     doc: str
     plugin: str
 
@@ -73,6 +93,7 @@ class PolicyRegistry:
     policies: dict[str, dict[str, type]] = field(
         default_factory=lambda: {c: {} for c in CONCERNS})
     presets: dict[str, Preset] = field(default_factory=dict)
+    follow_ups: dict[str, FollowUp] = field(default_factory=dict)   # in catalogue order
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
     current_plugin: str = ""
 
@@ -87,12 +108,34 @@ class PolicyRegistry:
         self.policies[concern][name] = cls
         self.owner[concern, name] = self.current_plugin
 
+    def add_follow_up(self, name: str, *, since: str, commit: str, doc: str,
+                      policies: dict[str, str] | None = None,
+                      options: dict[str, dict[str, Any]] | None = None,
+                      kernel: dict[str, Any] | None = None) -> None:
+        """Register a follow-up; the catalogue keeps registration order,
+        which is the order a preset applies them in (later ones win)."""
+        where = f"plugin {self.current_plugin!r}: follow-up {name!r}"
+        if name in self.follow_ups:
+            raise PluginError(f"{where} is already registered by "
+                              f"{self.follow_ups[name].plugin!r}")
+        policies, options, kernel = dict(policies or {}), dict(options or {}), dict(kernel or {})
+        unknown = (set(policies) | set(options)) - set(CONCERNS)
+        if unknown:
+            raise PluginError(f"{where}: unknown concern {sorted(unknown)[0]!r}")
+        bad = set(kernel) - set(Features.names())
+        if bad:
+            raise PluginError(f"{where}: unknown kernel switch {sorted(bad)[0]!r} "
+                              f"(known: {', '.join(Features.names())})")
+        self.follow_ups[name] = FollowUp(name, since, commit, doc, policies, options, kernel,
+                                         self.current_plugin)
+
     def add_preset(self, name: str, *, victim: str, reaper: str, vma_filter: str,
-                   doc: str = "") -> None:
+                   follow_ups: Iterable[str] = (), doc: str = "") -> None:
         if name in self.presets:
             raise PluginError(f"plugin {self.current_plugin!r}: preset {name!r} is already "
                               f"registered by {self.presets[name].plugin!r}")
-        self.presets[name] = Preset(name, victim, reaper, vma_filter, doc, self.current_plugin)
+        self.presets[name] = Preset(name, victim, reaper, vma_filter, tuple(follow_ups), doc,
+                                    self.current_plugin)
 
     def check_presets(self) -> None:
         for p in self.presets.values():
@@ -100,6 +143,15 @@ class PolicyRegistry:
                 if getattr(p, concern) not in self.policies[concern]:
                     raise PluginError(f"plugin {p.plugin!r}: preset {p.name!r} names unknown "
                                       f"{concern} policy {getattr(p, concern)!r}")
+            for name in p.follow_ups:
+                if name not in self.follow_ups:
+                    raise PluginError(f"plugin {p.plugin!r}: preset {p.name!r} names unknown "
+                                      f"follow-up {name!r}")
+        for f in self.follow_ups.values():
+            for concern, policy in f.policies.items():
+                if policy not in self.policies[concern]:
+                    raise PluginError(f"plugin {f.plugin!r}: follow-up {f.name!r} names "
+                                      f"unknown {concern} policy {policy!r}")
 
 
 @dataclass
@@ -258,6 +310,12 @@ class RunPolicies:
             self._queued[id(work)] = work
         return queued
 
+    def reaper_delay(self, work: ReapWork) -> int:
+        hook = "workbench_reaper_delay"
+        return self._answer("reaper", hook, "an int of nanoseconds from 0 to 2**63-1",
+                            self._call("reaper", hook, work=work),
+                            lambda r: 0 if r is None else r if _is_int(r, 0, KTIME_MAX) else WRONG)
+
     def reaper_next(self) -> ReapWork | None:
         hook = "workbench_reaper_next"
         return self._answer("reaper", hook, "None or a ReapWork it queued and has not been "
@@ -270,11 +328,11 @@ class RunPolicies:
                             "from 0 to 2**63-1 and a bool again",
                             self._call("reaper", hook, work=work, attempt=attempt), _retry)
 
-    def reaper_done(self, work: ReapWork, reaped: bool) -> None:
+    def reaper_done(self, work: ReapWork, reaped: bool) -> AfterReap:
         self._queued.pop(id(work), None)
         hook = "workbench_reaper_done"
-        self._answer("reaper", hook, "None", self._call("reaper", hook, work=work, reaped=reaped),
-                     lambda r: r if r is None else WRONG)
+        return self._answer("reaper", hook, "None or AfterReap with bool fields",
+                            self._call("reaper", hook, work=work, reaped=reaped), _after_reap)
 
     # the VMA filter
 
@@ -308,6 +366,17 @@ def _retry(r: Any) -> Retry | object:
     sleep_ns, again = r.sleep_ns, r.again
     if _is_int(sleep_ns, 0, KTIME_MAX) and type(again) is bool:
         return Retry(sleep_ns, again)
+    return WRONG
+
+
+def _after_reap(r: Any) -> AfterReap | object:
+    if r is None:
+        return AfterReap()
+    if not isinstance(r, AfterReap):
+        return WRONG
+    exit_oom_victim, oom_skip = r.exit_oom_victim, r.oom_skip
+    if type(exit_oom_victim) is bool and type(oom_skip) is bool:
+        return AfterReap(exit_oom_victim, oom_skip)
     return WRONG
 
 

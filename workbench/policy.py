@@ -108,6 +108,21 @@ class ReapWork:
 
 
 @dataclass(frozen=True)
+class AfterReap:
+    """What the reaper tells the OOM killer when it is done with an mm.
+
+    exit_oom_victim: clear the queued task's TIF_MEMDIE and set its
+    oom_score_adj to OOM_SCORE_ADJ_MIN, so the killer may pick another victim
+    and never this one again (4.6 36324a990cf5, after a successful reap).
+    oom_skip: set MMF_OOM_SKIP on the mm: the killer skips it and aborts no
+    more on its victim (4.9, after every reap or give-up).  The seed tells
+    nothing (both False)."""
+
+    exit_oom_victim: bool = False
+    oom_skip: bool = False
+
+
+@dataclass(frozen=True)
 class Retry:
     """After a failed reap attempt: sleep this long, then try again or give up."""
 

@@ -135,7 +135,7 @@ def header(scenario: ScenarioSpec, arm: ArmSpec, plugins_desc: list) -> dict[str
                          "stall_s": seconds(scenario.limits.stall_ns),
                          "steps": scenario.limits.steps,
                          "steps_per_instant": scenario.limits.steps_per_instant},
-              "arm": arm.to_json(), "expect": scenario.expect.get(arm.name)}
+              "arm": arm.to_json(), "expect": scenario.expect.get(arm.expect_key(scenario.expect))}
     return {"config": config, "schema": SCHEMA_VERSION, "versions": package_versions(),
             "plugins": plugins_desc, "python": sys.version.split()[0]}
 
@@ -146,7 +146,7 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
     fields = header(scenario, arm, plugins_desc)
     try:
         kernel = Kernel(scenario, RunPolicies(arm.instantiate(scenario.machine)), seed, log,
-                        Interrupt.check)
+                        Interrupt.check, arm.features)
     except PolicyError as e:
         log.emit("header", **fields)
         log.emit("error", **e.fields())

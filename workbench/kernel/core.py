@@ -15,6 +15,7 @@ import outcome
 import trio
 
 from workbench.kernel import fork, memcontrol, oom_kill
+from workbench.kernel.features import Features
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
 from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
@@ -26,8 +27,10 @@ from workbench.workload.spec import ScenarioSpec
 
 class Kernel:
     def __init__(self, scenario: ScenarioSpec, policies: RunPolicies, seed: int, log: EventLog,
-                 check_interrupt: Callable[[], None] = lambda: None):
+                 check_interrupt: Callable[[], None] = lambda: None,
+                 features: Features = Features()):
         self.scenario = scenario
+        self.features = features                    # the arm's follow-ups in the core
         self.machine = m = scenario.machine
         self.limits = scenario.limits
         self.policies = policies
@@ -59,6 +62,7 @@ class Kernel:
         self.nopage_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
         self.oom_reaper_wait = WaitQueue(self)
         self.oom_reaper_th: Task | None = None
+        self.reaper_timers: set = set()            # ReapWork waiting for OOM_REAPER_DELAY
         self.open_stalls: list[list] = []
         self.steps = 0                             # see step()
         self.step_deadline = min(self.limits.steps_per_instant, self.limits.steps)
@@ -303,5 +307,5 @@ class Kernel:
     def _reaper_holds(self, mm: Any) -> bool:
         """The reaper thread is still at work on mm (its pin is not a leak)."""
         reaper = self.oom_reaper_th
-        return (mm.holders.get("oom_reaper", 0) > 0 and reaper is not None
-                and reaper.waiting_on != "idle")
+        return mm.holders.get("oom_reaper", 0) > 0 and reaper is not None and (
+            reaper.waiting_on != "idle" or any(w.mm is mm for w in self.reaper_timers))

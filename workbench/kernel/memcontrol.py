@@ -162,9 +162,11 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
         memcg.failcnt += 1
         if task.memcg_stall is None:
             task.memcg_stall = k.stall_begin(task, n, gfp, memcg)
-        # Dying and OOM-killed tasks bypass the limit so they can exit quickly.
+        # Dying and OOM-killed tasks bypass the limit so they can exit
+        # quickly: by one page, the allocation in progress (see page_alloc).
         if task.tif_memdie or task.fatal_signal_pending() or task.exiting:
-            break
+            memcg.usage += 1
+            return got + 1
         if task.memcg_oom is not None or not GFP.can_direct_reclaim(gfp):
             return _nomem(k, task, memcg, got, n)
         reclaimed = await vmscan.try_to_free_pages(k, task, n - got, memcg)

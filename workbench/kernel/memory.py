@@ -38,8 +38,8 @@ async def fault_in(k: Kernel, task: Task, vma: Vma, pages: int, gfp: int) -> Non
             break
         remaining -= mapped
         if mapped < n:
-            if _enomem(task, vma, gfp):
-                break
+            if _enomem(task, vma, gfp) or (mapped and task.fatal_signal_pending()):
+                break                                    # a dying task's last fault mapped
             await pagefault_out_of_memory(k, task)
     memcontrol.end_stall(k, task, ok=False)              # killed while over the limit
 

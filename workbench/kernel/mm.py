@@ -85,6 +85,10 @@ class MmStruct:
         self.nr_ptes = self.nr_pmds = 0
         self.freed = False
         self.memcg = None                # mm->owner's memory cgroup
+        # mm->flags bits of later kernels (only set under their follow-ups)
+        self.oom_skip = False            # MMF_OOM_SKIP (4.9): reaped or gone, skip it
+        self.oom_victim = False          # MMF_OOM_VICTIM (4.14): exit_mmap() must tell
+        self.oom_reap_queued = False     # MMF_OOM_REAP_QUEUED (5.0)
 
     # -- counters -------------------------------------------------------------
 

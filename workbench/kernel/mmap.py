@@ -21,15 +21,30 @@ if TYPE_CHECKING:
 
 
 async def exit_mmap(k: Kernel, task: Task, mm: MmStruct) -> None:
+    """From 4.14 (exit_mmap_oom_skip) the reaper may still be at work: the
+    unmap runs under mmap_sem for read, alongside it, then MMF_OOM_SKIP is set
+    and mmap_sem taken for write, which waits the reaper out, before the page
+    tables go (mm/mmap.c exit_mmap(), 6.19)."""
     rate = k.machine.exit_rate
     locked = sum(v.resident for v in mm.vmas if v.locked)
     await _pay(k, task, locked, rate, "munlock")         # munlock_vma_pages_all()
+    concurrent = k.features.exit_mmap_oom_skip
+    if concurrent:
+        await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
     freed = 0
     for vma in mm.vmas:
         while memory.zappable(vma, memory.EXIT) or vma.shmem_unmapped or vma.hugetlb:
             done, n = _unmap_chunk(k, mm, vma, k.exit_chunk)
             freed += n
             await _pay(k, task, done, rate, "exit_mmap")
+    if concurrent:
+        mm.mmap_sem.up_read()
+        if mm.oom_victim and not mm.oom_skip:
+            k.log.emit("oom_skip", pid=task.pid, tgid=task.tgid, comm=task.comm, mm=mm.id,
+                       by="exit_mmap")
+        mm.oom_skip = True                               # hide it from the killer and reaper
+        await mm.mmap_sem.down_write(task, TASK_UNINTERRUPTIBLE)
+        mm.mmap_sem.up_write(task)
     k.file_vmas = [(m, v) for m, v in k.file_vmas if m is not mm]
     pgtables = mm.nr_ptes + mm.nr_pmds                   # free_pgtables()
     mm.nr_ptes = mm.nr_pmds = 0

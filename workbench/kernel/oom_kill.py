@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from trio.lowlevel import current_task
 
 from workbench.kernel import fork, memory, signal
+from workbench.kernel import gfp as GFP
 from workbench.kernel.mm import MmStruct
 from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_UNINTERRUPTIBLE,
                                     Process, Task)
@@ -26,17 +27,46 @@ if TYPE_CHECKING:
     from workbench.kernel.memcontrol import MemCgroup
 
 
+OOM_SCORE_ADJ_MIN = -1000
+
+
 def task_will_free_mem(task: Task) -> bool:
     """4.5: PF_EXITING and not part of a group coredump (core dumps are not
     modelled, so PF_EXITING alone)."""
     return task.exiting
 
 
+def will_free_mem(k: Kernel, task: Task, current: bool) -> bool:
+    """Whether task is dying anyway, so that the OOM killer only lets it at the
+    reserves.  4.5: for current, a fatal signal or PF_EXITING; for a selected
+    task, PF_EXITING.  4.8 (will_free_mem_fortified): the whole group is dying
+    (SIGNAL_GROUP_EXIT, or a lone thread with PF_EXITING), so is every other
+    process using the mm, and the mm is not MMF_OOM_SKIP (mm/oom_kill.c
+    task_will_free_mem(), 4.8)."""
+    if not k.features.will_free_mem_fortified:
+        return (current and task.fatal_signal_pending()) or task_will_free_mem(task)
+    mm = task.mm
+    if mm is None or mm.oom_skip:
+        return False
+
+    def dying(proc: Process) -> bool:
+        return proc.group_exit or (proc.live_threads == 1 and all(
+            t.exiting for t in proc.threads if t.state != "X"))
+
+    return all(dying(p) for p in k.for_each_process() if p is task.process
+               or process_shares_mm(p, mm))
+
+
 def mark_oom_victim(k: Kernel, task: Task, via: str) -> None:
-    """Grant TIF_MEMDIE to one thread (test-and-set)."""
+    """Grant TIF_MEMDIE to one thread (test-and-set); from 4.9 the process
+    also keeps its mm as signal->oom_mm, and from 4.14 the mm is marked
+    MMF_OOM_VICTIM for exit_mmap()."""
     if task.tif_memdie:
         return
     task.tif_memdie = True
+    if k.features.oom_mm and task.process.oom_mm is None and task.mm is not None:
+        task.process.oom_mm = task.mm
+        task.mm.oom_victim = True
     k.log.emit("mark_victim", pid=task.pid, tgid=task.tgid, comm=task.comm, via=via)
 
 
@@ -49,13 +79,20 @@ async def out_of_memory(k: Kernel, current: Task, gfp: int, memcg: MemCgroup | N
     """The global OOM killer, called with oom_lock held.  Always True
     (the caller retries): oom_killer_disable and the notifier chain are not
     modelled."""
-    if current.mm is not None and (current.fatal_signal_pending() or task_will_free_mem(current)):
+    if current.mm is not None and will_free_mem(k, current, current=True):
         mark_oom_victim(k, current, "shortcut")
         log_invocation(k, current, gfp, None, "shortcut")
+        if k.features.will_free_mem_fortified:
+            wake_oom_reaper(k, current.mm, current)
+        return True
+    if k.features.reclaim_retries and not GFP.fs_allowed(gfp):
+        # 4.7: the OOM killer does not compensate for IO-less reclaim.
+        log_invocation(k, current, gfp, None, "nofs")
         return True
     # constrained_alloc(): CONSTRAINT_NONE, totalram + swap (no swap modelled)
     oc = OomControl(current, gfp, 0, k.zone.managed, None, k)
-    if await select_and_kill(k, oc, "Out of memory") == "kill":
+    if await select_and_kill(k, oc, "Out of memory") == "kill" and not (
+            k.features.no_post_kill_sleep):
         # Give the killed process a good chance to exit before trying to
         # allocate again: one jiffy, killable, still holding oom_lock.
         await k.clock.sleep(current, k.jiffy_ns, TASK_KILLABLE, "oom_kill")
@@ -90,19 +127,30 @@ def log_invocation(k: Kernel, current: Task, gfp: int, memcg: MemCgroup | None,
 
 def oom_kill_process(k: Kernel, oc: OomControl, chosen: Victim, message: str) -> None:
     p = chosen.task
-    if p.mm is not None and task_will_free_mem(p):
+    if p.mm is not None and will_free_mem(k, p, current=False):
         # Already exiting: no alarm, no kill, just TIF_MEMDIE.
         mark_oom_victim(k, p, "exiting")
+        if k.features.will_free_mem_fortified:
+            wake_oom_reaper(k, p.mm, p)
         return
     if k.oom_ratelimit.allow(k.clock.now):
         dump_header(k, oc, p)
     score = chosen.points * 1000 // oc.totalpages
     k.log.emit("select_victim", pid=p.pid, tgid=p.tgid, comm=p.comm, points=chosen.points,
-               score=score, msg=f"{message}: Kill process {p.pid} ({p.comm}) score {score} "
-                                f"or sacrifice child")
+               score=score, msg=select_line(k, oc, p, score, message))
     victim = find_lock_task_mm(k.policies.sacrifice_child(oc, chosen).task.process)
     if victim is None:
         return
+    __oom_kill_process(k, oc, victim, p, message)
+    group = oc.memcg if oc.memcg is not None else victim.process.cgroup
+    if k.features.memory_oom_group and group is not None and group.oom_group:
+        oom_kill_memcg_members(k, oc, group, victim, message)
+
+
+def __oom_kill_process(k: Kernel, oc: OomControl, victim: Task, selected: Task,
+                       message: str) -> None:
+    """SIGKILL the victim and the other users of its mm, then hand the mm to
+    the reaper unless one of them keeps using it."""
     mm = victim.mm
     mm.mmgrab("oom_kill_process")
     # SIGKILL before TIF_MEMDIE, so that user space cannot drain the reserves.
@@ -110,20 +158,27 @@ def oom_kill_process(k: Kernel, oc: OomControl, chosen: Victim, message: str) ->
     mark_oom_victim(k, victim, "kill")
     rss = mm.rss_kb()
     k.log.emit("kill", pid=victim.pid, tgid=victim.tgid, comm=victim.comm, mm=mm.id,
-               selected=p.pid, **rss,
-               msg=f"Killed process {victim.pid} ({victim.comm}) total-vm:{rss['total_vm_kb']}kB, "
-                   f"anon-rss:{rss['anon_rss_kb']}kB, file-rss:{rss['file_rss_kb']}kB, "
-                   f"shmem-rss:{rss['shmem_rss_kb']}kB")
+               selected=selected.pid, **rss, msg=kill_line(k, victim, rss, message))
     # The mm's users in other thread groups die too, without reserves; one
     # left alive still uses the memory, so the reaper must not touch it.
     spared = None
     for proc in list(k.for_each_process()):
         if proc is victim.process or not process_shares_mm(proc, mm):
             continue
-        if k.policies.kill_sharer(oc, victim, proc):
+        if k.features.mm_pinned_by_init and proc.init:
+            # 4.8: init cannot be killed and keeps using the mm: hide it.
+            mm.oom_skip = True
+            k.log.emit("mm_pinned", pid=victim.pid, tgid=victim.tgid, comm=victim.comm,
+                       mm=mm.id, sharer=proc.pid, sharer_comm=proc.comm,
+                       msg=f"oom killer {victim.pid} ({victim.comm}) has mm pinned by "
+                           f"{proc.pid} ({proc.comm})")
+            spared = spared or proc
+        elif k.policies.kill_sharer(oc, victim, proc):
             signal.send_sigkill(k, proc)
             k.log.emit("kill_sharer", pid=proc.pid, tgid=proc.pid, comm=proc.comm,
                        victim=victim.pid, mm=mm.id)
+        elif proc.kthread and k.features.mm_pinned_by_init:
+            continue        # 4.9: no use_mm() user reads user space unchecked: reap anyway
         elif spared is None:
             spared = proc
     if spared is None:
@@ -132,6 +187,22 @@ def oom_kill_process(k: Kernel, oc: OomControl, chosen: Victim, message: str) ->
         k.log.emit("reaper_skip", pid=victim.pid, tgid=victim.tgid, comm=victim.comm, mm=mm.id,
                    sharer=spared.pid, sharer_comm=spared.comm)
     mm.mmdrop("oom_kill_process")
+
+
+def oom_kill_memcg_members(k: Kernel, oc: OomControl, group: MemCgroup, victim: Task,
+                           message: str) -> None:
+    """memory.oom.group (4.19): every other task of the cgroup is killed too,
+    except OOM_SCORE_ADJ_MIN ones and global init (mm/oom_kill.c
+    oom_kill_memcg_member())."""
+    k.log.emit("oom_group_kill", memcg=group.name,
+               msg=f"Tasks in /{group.name} are going to be killed due to memory.oom.group set")
+    for proc in list(k.for_each_process()):
+        if (proc.cgroup is not group or proc is victim.process or proc.kthread or proc.init
+                or proc.oom_score_adj == OOM_SCORE_ADJ_MIN):
+            continue
+        task = find_lock_task_mm(proc)
+        if task is not None:
+            __oom_kill_process(k, oc, task, task, message)
 
 
 def find_lock_task_mm(proc: Process) -> Task | None:
@@ -145,6 +216,31 @@ def process_shares_mm(proc: Process, mm: MmStruct) -> bool:
 
 
 # -- the kernel's report ------------------------------------------------------------
+
+def select_line(k: Kernel, oc: OomControl, p: Task, score: int, message: str) -> str:
+    """4.5: "Out of memory: Kill process %d (%s) score %u or sacrifice child";
+    later kernels print the one-line oom-kill summary instead
+    (mm/oom_kill.c dump_oom_summary(), 5.x)."""
+    if not k.features.modern_oom_report:
+        return f"{message}: Kill process {p.pid} ({p.comm}) score {score} or sacrifice child"
+    memcg = f"oom_memcg=/{oc.memcg.name}" if oc.memcg is not None else "global_oom"
+    task_memcg = f"/{p.process.cgroup.name}" if p.process.cgroup is not None else "/"
+    constraint = "CONSTRAINT_MEMCG" if oc.memcg is not None else "CONSTRAINT_NONE"
+    return (f"oom-kill:constraint={constraint},nodemask=(null),cpuset=/,mems_allowed=0,"
+            f"{memcg},task_memcg={task_memcg},task={p.comm},pid={p.pid},uid={p.process.uid}")
+
+
+def kill_line(k: Kernel, victim: Task, rss: dict[str, int], message: str) -> str:
+    line = (f"Killed process {victim.pid} ({victim.comm}) total-vm:{rss['total_vm_kb']}kB, "
+            f"anon-rss:{rss['anon_rss_kb']}kB, file-rss:{rss['file_rss_kb']}kB, "
+            f"shmem-rss:{rss['shmem_rss_kb']}kB")
+    if not k.features.modern_oom_report:
+        return line
+    mm = victim.mm
+    pgtables_kb = (mm.nr_ptes + mm.nr_pmds) * 4
+    return (f"{message}: {line}, UID:{victim.process.uid} pgtables:{pgtables_kb}kB "
+            f"oom_score_adj:{victim.process.oom_score_adj}")
+
 
 class Ratelimit:
     """DEFINE_RATELIMIT_STATE(oom_rs, 5 * HZ, 10): shared by global and memcg OOMs."""
@@ -209,18 +305,47 @@ def oom_init(k: Kernel, pid: int) -> Task:
 
 
 def wake_oom_reaper(k: Kernel, mm: MmStruct, task: Task) -> None:
+    """Hand mm to the reaper policy (4.6 wake_oom_reaper(), 5.18 queue_oom_reaper())."""
     if k.oom_reaper_th is None:
         return
+    ids = {"pid": task.pid, "tgid": task.tgid, "comm": task.comm, "mm": mm.id}
+    if k.features.reap_queued_once:
+        if mm.oom_reap_queued:                 # test_and_set_bit(MMF_OOM_REAP_QUEUED)
+            k.log.emit("reaper_requeue_skip", **ids)
+            return
+        mm.oom_reap_queued = True
     # Pin with mm_count, not mm_users: the reaper must not delay the teardown.
     mm.mmgrab("oom_reaper")
     work = ReapWork(mm, task)
-    ids = {"pid": task.pid, "tgid": task.tgid, "comm": task.comm, "mm": mm.id}
+    delay = k.policies.reaper_delay(work)
+    if delay:
+        k.log.emit("reaper_timer", **ids, delay_s=delay / 1e9)
+        k.reaper_timers.add(work)
+        k.spawn(_reaper_timer, k, work, k.clock.now + delay)
+    else:
+        _queue(k, work, ids)
+
+
+async def _reaper_timer(k: Kernel, work: ReapWork, due: int) -> None:
+    """The OOM_REAPER_DELAY timer (5.18 wake_oom_reaper()): an mm whose exit
+    set MMF_OOM_SKIP meanwhile needs no reaper."""
+    await k.clock.wait_until(due)
+    k.reaper_timers.discard(work)
+    ids = _work_ids(work)
+    if work.mm.oom_skip:
+        k.log.emit("reaper_timer_skip", **ids)
+        work.mm.mmdrop("oom_reaper")
+        return
+    _queue(k, work, ids)
+
+
+def _queue(k: Kernel, work: ReapWork, ids: dict) -> None:
     if k.policies.reaper_queue(work):
         k.log.emit("reaper_queued", **ids)
         k.oom_reaper_wait.wake_up_all()
     else:
         k.log.emit("reaper_dropped", **ids)
-        mm.mmdrop("oom_reaper")
+        work.mm.mmdrop("oom_reaper")
 
 
 async def oom_reaper(k: Kernel, me: Task) -> None:
@@ -236,7 +361,8 @@ async def oom_reaper(k: Kernel, me: Task) -> None:
 
 
 async def oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> None:
-    """Try until an attempt succeeds or the policy gives up, then drop the pin."""
+    """Try until an attempt succeeds or the policy gives up, tell the OOM
+    killer what the policy says, then drop the pin."""
     attempt = 0
     reaped = False
     while not reaped:
@@ -248,25 +374,46 @@ async def oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> None:
             if retry.sleep_ns:
                 await k.clock.sleep(me, retry.sleep_ns, TASK_UNINTERRUPTIBLE, "oom_reaper retry")
             if not retry.again:
-                k.log.emit("reap_give_up", **_work_ids(work), attempts=attempt)
+                ids = _work_ids(work)
+                msg = {"msg": f"oom_reaper: unable to reap pid:{ids['pid']} ({ids['comm']})"} \
+                    if k.features.oom_reaper_report else {}
+                k.log.emit("reap_give_up", **ids, attempts=attempt, **msg)
                 break
-    k.policies.reaper_done(work, reaped)
+    after = k.policies.reaper_done(work, reaped)
+    task = work.task
+    if after.exit_oom_victim:
+        # 4.6: the victim cannot free more by itself or by the reaper: let
+        # the killer choose another one, and never this one again.
+        task.process.oom_score_adj = OOM_SCORE_ADJ_MIN
+        if task.tif_memdie:
+            exit_oom_victim(k, task)
+    if after.oom_skip and not work.mm.oom_skip:
+        work.mm.oom_skip = True                 # set_bit(MMF_OOM_SKIP, &mm->flags)
+        k.log.emit("oom_skip", **_work_ids(work), by="oom_reaper")
     work.mm.mmdrop("oom_reaper")
 
 
 async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> bool:
     mm = work.mm
-    if not mm.mmget_not_zero():
+    # Until 4.14 the reaper takes an mm_users reference, so it and exit_mmap()
+    # never free at once; from 4.14 it works on the mm_count pin alone.
+    pinned = not k.features.exit_mmap_oom_skip
+    if pinned and not mm.mmget_not_zero():
         k.log.emit("reap_exit_race", **_work_ids(work))       # raced with exit: done
         return True
     if not mm.mmap_sem.down_read_trylock():
         k.log.emit("reap_attempt", **_work_ids(work), result="contended")
-        await fork.mmput(k, me, mm)
+        if pinned:
+            await fork.mmput(k, me, mm)
         return False
+    if mm.oom_skip:                             # exit_mmap() got there first (4.14)
+        mm.mmap_sem.up_read()
+        k.log.emit("reap_exit_race", **_work_ids(work))
+        return True
     k.log.emit("reap_attempt", **_work_ids(work), result="locked")
     freed = 0
     rate = k.machine.reap_rate
-    for vma in mm.vmas:
+    for vma in reversed(mm.vmas) if k.features.reap_top_down else list(mm.vmas):
         details = k.policies.reap_vma(vma, mm)
         if details is None:
             continue
@@ -274,9 +421,14 @@ async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> bool:
             await k.clock.sleep(me, k.machine.cost_ns(n, rate), TASK_UNINTERRUPTIBLE, "oom_reap")
             freed += memory.zap(k, mm, vma, details, n)[1]
     mm.mmap_sem.up_read()
-    k.log.emit("reap_done", **_work_ids(work), reaped_kb=kb(freed),
-               **{key: v for key, v in mm.rss_kb().items() if key != "total_vm_kb"})
-    await fork.mmput(k, me, mm)
+    rss = {key: v for key, v in mm.rss_kb().items() if key != "total_vm_kb"}
+    ids = _work_ids(work)
+    msg = {"msg": f"oom_reaper: reaped process {ids['pid']} ({ids['comm']}), now "
+                  f"anon-rss:{rss['anon_rss_kb']}kB, file-rss:{rss['file_rss_kb']}kB, "
+                  f"shmem-rss:{rss['shmem_rss_kb']}kB"} if k.features.oom_reaper_report else {}
+    k.log.emit("reap_done", **ids, reaped_kb=kb(freed), **rss, **msg)
+    if pinned:
+        await fork.mmput(k, me, mm)
     return True
 
 

@@ -62,16 +62,27 @@ class Zone:
 NO_WATERMARKS = -1
 
 
-def gfp_to_alloc_mark(zone: Zone, task: Task, gfp: int) -> tuple[int, bool]:
+def oom_victim(k: Kernel, task: Task) -> bool:
+    """Whether task may use the OOM reserves: TIF_MEMDIE in 4.5, any thread
+    of a victim process from 4.14 (tsk_is_oom_victim())."""
+    return task.tif_memdie or (k.features.partial_reserves and task.process.oom_mm is not None)
+
+
+def gfp_to_alloc_mark(k: Kernel, task: Task, gfp: int) -> tuple[int, bool]:
     """gfp_to_alloc_flags(): the min watermark, lowered by half for
     __GFP_HIGH and by a further quarter for atomic callers, and whether
-    ALLOC_NO_WATERMARKS is granted (TIF_MEMDIE, unless __GFP_NOMEMALLOC)."""
-    mark = zone.wmark_min
+    ALLOC_NO_WATERMARKS is granted (TIF_MEMDIE, unless __GFP_NOMEMALLOC).
+    From 4.14 a victim gets ALLOC_OOM instead: half the min watermark
+    (mm/page_alloc.c __zone_watermark_ok(), 4.14)."""
+    mark = k.zone.wmark_min
     if GFP.high(gfp):
         mark -= mark // 2
     if GFP.atomic(gfp):
         mark -= mark // 4
-    return mark, task.tif_memdie and not GFP.nomemalloc(gfp)
+    reserves = oom_victim(k, task) and not GFP.nomemalloc(gfp)
+    if reserves and k.features.partial_reserves:
+        return k.zone.wmark_min - k.zone.wmark_min // 2, False
+    return mark, reserves
 
 
 async def alloc_pages(k: Kernel, task: Task, n: int, gfp: int) -> int:
@@ -91,32 +102,38 @@ async def alloc_pages(k: Kernel, task: Task, n: int, gfp: int) -> int:
 
 
 async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int:
+    """The pages granted.  A chunk stands for n order-0 allocations; once the
+    task has a fatal signal, the allocation in progress is its last - it
+    returns to die - so a dying task takes one page here, not a chunk (the
+    caller stops at the signal)."""
     zone = k.zone
     got = 0
+    no_progress_loops = 0
     while True:                                       # retry:
         k.step()
-        mark, no_watermarks = gfp_to_alloc_mark(zone, task, gfp)
-        got += zone.take(n - got, mark)
+        mark, no_watermarks = gfp_to_alloc_mark(k, task, gfp)
+        got += zone.take(_want(task, n, got), mark)
         if got < n and no_watermarks:
-            got += zone.take(n - got, NO_WATERMARKS)  # the reserves, once
-        if got == n:
+            got += zone.take(_want(task, n, got), NO_WATERMARKS)  # the reserves, once
+        if got == n or (got and task.fatal_signal_pending()):
             return got
         # Caller is not willing to reclaim, we can't balance anything.
         if not GFP.can_direct_reclaim(gfp):
             return warn_alloc_failed(k, task, got, gfp)
         # Avoid allocations with no watermarks from looping endlessly.
-        if task.tif_memdie and not GFP.nofail(gfp):
+        if oom_victim(k, task) and not GFP.nofail(gfp):
             return warn_alloc_failed(k, task, got, gfp)
         progress = await vmscan.try_to_free_pages(k, task, mark + (n - got) - zone.free)
-        got += zone.take(n - got, mark)
-        if got == n:
+        got += zone.take(_want(task, n, got), mark)
+        if got == n or (got and task.fatal_signal_pending()):
             return got
         if GFP.noretry(gfp):
             return warn_alloc_failed(k, task, got, gfp)
         # Keep reclaiming while there is progress: 4.5 retries order-0
         # requests without bound.  wait_iff_congested() does not sleep when no
         # backing device is congested, and none is modelled.
-        if progress:
+        no_progress_loops = 0 if progress else no_progress_loops + 1
+        if progress or should_reclaim_retry(k, n - got, mark, no_progress_loops):
             continue
         granted, progress = await __alloc_pages_may_oom(k, task, n - got, gfp)
         got += granted
@@ -124,6 +141,21 @@ async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int
             return got
         if not progress:
             return warn_alloc_failed(k, task, got, gfp)
+
+
+def _want(task: Task, n: int, got: int) -> int:
+    return min(n - got, 1) if task.fatal_signal_pending() else n - got
+
+
+def should_reclaim_retry(k: Kernel, want: int, mark: int, no_progress_loops: int) -> bool:
+    """4.7 (reclaim_retries): after a round without progress, retry while
+    fewer than MAX_RECLAIM_RETRIES rounds in a row made none and what reclaim
+    could still free would lift the zone over the watermark.  4.5 goes to the
+    OOM killer at once."""
+    retries = k.features.reclaim_retries
+    if not retries or no_progress_loops > retries:
+        return False
+    return k.zone.free + vmscan.reclaimable(k) >= mark + want
 
 
 async def __alloc_pages_may_oom(k: Kernel, task: Task, n: int, gfp: int) -> tuple[int, bool]:
@@ -140,7 +172,7 @@ async def __alloc_pages_may_oom(k: Kernel, task: Task, n: int, gfp: int) -> tupl
         if got:
             return got, True            # this page is allocated: no kill on its behalf
         # (PF_DUMPCORE's early exit is not reachable: core dumps are not modelled.)
-        if not GFP.nofail(gfp) and not GFP.fs_allowed(gfp):
+        if not GFP.nofail(gfp) and not GFP.fs_allowed(gfp) and not k.features.reclaim_retries:
             return got, True            # no OOM kill for !__GFP_FS: keep looping "as per tradition"
         await oom_kill.out_of_memory(k, task, gfp, None)
         if GFP.nofail(gfp):

@@ -65,6 +65,7 @@ class Process:
         self.exit_code = 0
         self.live_threads = 0
         self.forked = False                # copy_process() has run: it is on the task list
+        self.oom_mm: MmStruct | None = None  # signal->oom_mm (4.9): the victim's mm
 
     @property
     def cap_sys_admin(self) -> bool:

@@ -51,3 +51,10 @@ def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
             memcontrol.free_pages(k, mm.memcg, n)
             got += n
     return got
+
+
+def reclaimable(k: Kernel) -> int:
+    """Pages reclaim could still free: clean page cache, mapped or not
+    (zone_reclaimable_pages() without swap)."""
+    return sum(cg.cache_clean for cg in k.memcgs.scope(None)) + sum(
+        v.file - v.dirty for _, v in k.file_vmas if not v.locked)
