@@ -20,7 +20,7 @@ MODERN = V4_6 + (
     "skip-vfork", "kill-all-sharers", "task-will-free-mem-fortified", "mmf-oom-skip", "zap-details-dropped",
     "exit-mmap-sets-oom-skip", "alloc-oom-partial-reserves", "no-root-bonus",
     "no-post-kill-sleep", "memcg-oom-in-charge-path", "memory-oom-group", "reap-queued-once",
-    "no-child-sacrifice", "modern-oom-report", "reap-mlocked", "oom-reaper-delay",
+    "no-child-sacrifice", "modern-oom-report", "no-pagefault-oom", "reap-mlocked", "oom-reaper-delay",
     "reap-top-down")
 
 
@@ -120,6 +120,10 @@ def _follow_ups(registry: object) -> None:
     add("modern-oom-report", since="5.x", commit="oom report reorganised",
         doc='the "oom-kill:constraint=..." line, "Killed process ... UID pgtables oom_score_adj"',
         kernel={"modern_oom_report": True})
+    add("no-pagefault-oom", since="5.16",
+        commit="60e2793d440a mm, oom: do not trigger out_of_memory from the #PF",
+        doc="a failed user fault retries instead of invoking the global OOM killer",
+        kernel={"pagefault_oom_no_kill": True})
     add("reap-mlocked", since="5.18", commit="a213e5cf71cb mm/munlock: delete "
                                              "munlock_vma_pages_all(), allow oomreap",
         doc="VM_LOCKED VMAs are reaped", options={"vma_filter": {"reap_mlocked": True}})

@@ -84,7 +84,7 @@ class Linux(Policy):
                     continue
                 return ABORT
             points = self.badness(proc, oc)
-            if not points or points < chosen_points:
+            if not points or points < chosen_points:      # a tie goes to the later one
                 continue
             chosen, chosen_points = proc, points
         return Victim(find_lock_task_mm(chosen), chosen_points) if chosen is not None else None

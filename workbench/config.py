@@ -294,6 +294,7 @@ class Process(_Model):
 class Cgroup(_Model):
     name: str = Field(min_length=1)
     memory_max: Size
+    oom_group: bool = False
 
 
 NumberExpect = Annotated[tuple[float | None, float | None], PlainValidator(_number_range)]

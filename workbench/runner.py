@@ -136,8 +136,12 @@ def header(scenario: ScenarioSpec, arm: ArmSpec, plugins_desc: list) -> dict[str
                          "steps": scenario.limits.steps,
                          "steps_per_instant": scenario.limits.steps_per_instant},
               "arm": arm.to_json(), "expect": scenario.expect.get(arm.expect_key(scenario.expect))}
-    return {"config": config, "schema": SCHEMA_VERSION, "versions": package_versions(),
-            "plugins": plugins_desc, "python": sys.version.split()[0]}
+    out = {"config": config, "schema": SCHEMA_VERSION, "versions": package_versions(),
+           "plugins": plugins_desc, "python": sys.version.split()[0]}
+    notes = arm.features.unsupported(scenario)
+    if notes:
+        out["notes"] = notes
+    return out
 
 
 def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,

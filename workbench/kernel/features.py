@@ -10,6 +10,10 @@ kernel tests a field, never a preset or a version.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from workbench.workload.spec import ScenarioSpec
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class Features:
     memcg_oom_in_charge: bool = False
     # 4.19 3d8b38eb81ca: a cgroup's oom_group kills all of its tasks.
     memory_oom_group: bool = False
+    # 5.16 60e2793d440a: a VM_FAULT_OOM that reaches the #PF handler no
+    # longer invokes the global OOM killer (pagefault_out_of_memory() retries).
+    pagefault_oom_no_kill: bool = False
     # 5.0 "oom, oom_reaper: do not enqueue same task twice": MMF_OOM_REAP_QUEUED.
     reap_queued_once: bool = False
     # ≈5.x: "Killed process ... UID:%u pgtables:%lukB oom_score_adj:%hd" and
@@ -66,3 +73,25 @@ class Features:
         base = Features()
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) != getattr(base, f.name)}
+
+    def unsupported(self, scenario: ScenarioSpec) -> list[str]:
+        """What of the scenario this kernel cannot do, and does instead (the
+        log header's `notes`)."""
+        notes = []
+        if not self.down_write_killable and any(
+                getattr(s, "write", False) and getattr(s, "mode", "") == "killable"
+                for s in _all_steps(scenario)):
+            notes.append('mmap_lock = "write", mode = "killable" waits uninterruptibly: '
+                         "down_write_killable() is 4.7 (follow-up down-write-killable)")
+        if not self.memory_oom_group and any(c.oom_group for c in scenario.cgroups):
+            notes.append("oom_group = true is ignored: memory.oom.group is 4.19 "
+                         "(follow-up memory-oom-group)")
+        return notes
+
+
+def _all_steps(scenario: ScenarioSpec) -> Iterator[object]:
+    stack = [s for p in scenario.processes for t in p.threads for s in t.program]
+    while stack:
+        step = stack.pop()
+        yield step
+        stack.extend(getattr(step, "body", ()))

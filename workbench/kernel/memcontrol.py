@@ -35,8 +35,9 @@ MEM_CGROUP_RECLAIM_RETRIES = 5
 
 
 class MemCgroup:
-    def __init__(self, name: str, limit: int | None):
+    def __init__(self, name: str, limit: int | None, oom_group: bool = False):
         self.name = name
+        self.oom_group = oom_group     # memory.oom.group: read only under memory_oom_group
         self.limit = limit             # pages; None for the root
         self.usage = 0                 # pages charged
         self.failcnt = 0
@@ -69,7 +70,7 @@ class Memcgs:
 
     def __init__(self, k: Kernel, specs: tuple[CgroupSpec, ...]):
         self.root = MemCgroup("", None)
-        self.by_name = {c.name: MemCgroup(c.name, c.memory_max) for c in specs}
+        self.by_name = {c.name: MemCgroup(c.name, c.memory_max, c.oom_group) for c in specs}
         self.oom_waitq = WaitQueue(k)  # memcg_oom_waitq: one for all cgroups
 
     def get(self, name: str | None) -> MemCgroup:
@@ -150,9 +151,10 @@ def end_stall(k: Kernel, task: Task, ok: bool) -> None:
 
 async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
                   may_oom: bool) -> int:
+    in_charge = k.features.memcg_oom_in_charge
     got = 0
-    retries = MEM_CGROUP_RECLAIM_RETRIES
-    drained = False
+    retries = k.features.reclaim_retries or MEM_CGROUP_RECLAIM_RETRIES
+    drained = passed_oom = False
     while True:
         fit = min(n - got, memcg.margin())
         memcg.usage += fit
@@ -164,7 +166,7 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
             task.memcg_stall = k.stall_begin(task, n, gfp, memcg)
         # Dying and OOM-killed tasks bypass the limit so they can exit
         # quickly: by one page, the allocation in progress (see page_alloc).
-        if task.tif_memdie or task.fatal_signal_pending() or task.exiting:
+        if task_is_dying(task) and not in_charge:
             memcg.usage += 1
             return got + 1
         if task.memcg_oom is not None or not GFP.can_direct_reclaim(gfp):
@@ -182,6 +184,18 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
         if retries:
             retries -= 1
             continue
+        if in_charge:
+            # 4.19: the OOM killer runs here; keep retrying while it makes
+            # progress, but a dying task that passed it once gives up
+            # (mm/memcontrol.c try_charge_memcg(), 6.19).
+            if not (passed_oom and task_is_dying(task)) and await mem_cgroup_oom(
+                    k, task, memcg, gfp):
+                passed_oom = True
+                retries = k.features.reclaim_retries or MEM_CGROUP_RECLAIM_RETRIES
+                continue
+            if GFP.nofail(gfp) or GFP.high(gfp):        # nomem: force these
+                break
+            return _nomem(k, task, memcg, got, n)
         if GFP.nofail(gfp) or task.fatal_signal_pending():
             break
         if may_oom:
@@ -190,6 +204,10 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
         return _nomem(k, task, memcg, got, n)
     memcg.usage += n - got             # force
     return n
+
+
+def task_is_dying(task: Task) -> bool:
+    return task.tif_memdie or task.fatal_signal_pending() or task.exiting
 
 
 def _nomem(k: Kernel, task: Task, memcg: MemCgroup, got: int, n: int) -> int:
@@ -227,17 +245,44 @@ async def mem_cgroup_oom_synchronize(k: Kernel, task: Task, handle: bool) -> boo
     return True
 
 
-async def mem_cgroup_out_of_memory(k: Kernel, task: Task, memcg: MemCgroup, gfp: int) -> None:
-    """The OOM killer for one cgroup: oom_lock taken as a blocking mutex, the
-    dying-task shortcut, a scan of the cgroup's tasks, no panic when nothing
-    is eligible, no sleep after the kill."""
-    await k.oom_lock.lock(task)
+async def mem_cgroup_oom(k: Kernel, task: Task, memcg: MemCgroup, gfp: int) -> bool:
+    """4.19+: the memcg OOM in the charge path, for any charge that may
+    reclaim (GFP_NOFS and kernel charges too).  Contenders wait on oom_lock,
+    killable, and find the margin restored.  True: retry the charge."""
+    memcg.under_oom += 1
     try:
-        if task.fatal_signal_pending() or oom_kill.task_will_free_mem(task):
-            oom_kill.mark_oom_victim(k, task, "shortcut")
-            oom_kill.log_invocation(k, task, gfp, memcg, "shortcut")
-            return
-        oc = OomControl(task, gfp, 0, memcg.limit or 1, memcg, k)
-        await oom_kill.select_and_kill(k, oc, "Memory cgroup out of memory")
+        if not await k.oom_lock.lock(task, TASK_KILLABLE):
+            return True
+    finally:
+        memcg.under_oom -= 1
+    try:
+        if memcg.margin():
+            return True
+        if task_is_dying(task):
+            return True            # mem_cgroup_out_of_memory(): task_is_dying() || ...
+        return await _out_of_memory(k, task, memcg, gfp) != "none"
     finally:
         k.oom_lock.unlock(task)
+
+
+async def mem_cgroup_out_of_memory(k: Kernel, task: Task, memcg: MemCgroup, gfp: int) -> None:
+    """The OOM killer for one cgroup (4.5, from the end of a fault): oom_lock
+    taken as a blocking mutex, the dying-task shortcut, a scan of the
+    cgroup's tasks, no panic when nothing is eligible, no sleep after the kill."""
+    await k.oom_lock.lock(task)
+    try:
+        await _out_of_memory(k, task, memcg, gfp)
+    finally:
+        k.oom_lock.unlock(task)
+
+
+async def _out_of_memory(k: Kernel, task: Task, memcg: MemCgroup, gfp: int) -> str:
+    """out_of_memory() for a memcg: shortcut | abort | kill | none."""
+    if oom_kill.will_free_mem(k, task, current=True):
+        oom_kill.mark_oom_victim(k, task, "shortcut")
+        oom_kill.log_invocation(k, task, gfp, memcg, "shortcut")
+        if k.features.will_free_mem_fortified:
+            oom_kill.wake_oom_reaper(k, task.mm, task)
+        return "shortcut"
+    oc = OomControl(task, gfp, 0, memcg.limit or 1, memcg, k)
+    return await oom_kill.select_and_kill(k, oc, "Memory cgroup out of memory")

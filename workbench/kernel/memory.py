@@ -101,6 +101,8 @@ async def pagefault_out_of_memory(k: Kernel, task: Task) -> None:
     otherwise a global OOM with gfp_mask 0, only if oom_lock is free."""
     if await memcontrol.mem_cgroup_oom_synchronize(k, task, True):
         return
+    if k.features.pagefault_oom_no_kill:            # 5.16: "Retrying PF"
+        return
     if not k.oom_lock.trylock(task):
         return
     try:

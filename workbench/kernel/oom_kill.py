@@ -364,26 +364,28 @@ async def oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> None:
     """Try until an attempt succeeds or the policy gives up, tell the OOM
     killer what the policy says, then drop the pin."""
     attempt = 0
-    reaped = False
-    while not reaped:
+    result: str | None = None
+    while result is None:
         attempt += 1
-        reaped = await __oom_reap_vmas(k, me, work)
-        if not reaped:
+        result = await __oom_reap_vmas(k, me, work)
+        if result is None:
             retry = k.policies.reaper_retry(work, attempt)
             k.step(None if retry.sleep_ns else ("reaper", "workbench_reaper_retry"))
             if retry.sleep_ns:
                 await k.clock.sleep(me, retry.sleep_ns, TASK_UNINTERRUPTIBLE, "oom_reaper retry")
             if not retry.again:
                 ids = _work_ids(work)
+                # (6.19 stays silent if the exit set MMF_OOM_SKIP meanwhile)
                 msg = {"msg": f"oom_reaper: unable to reap pid:{ids['pid']} ({ids['comm']})"} \
-                    if k.features.oom_reaper_report else {}
+                    if k.features.oom_reaper_report and not work.mm.oom_skip else {}
                 k.log.emit("reap_give_up", **ids, attempts=attempt, **msg)
                 break
-    after = k.policies.reaper_done(work, reaped)
+    after = k.policies.reaper_done(work, result is not None)
     task = work.task
-    if after.exit_oom_victim:
+    if after.exit_oom_victim and result != "gone":
         # 4.6: the victim cannot free more by itself or by the reaper: let
-        # the killer choose another one, and never this one again.
+        # the killer choose another one, and never this one again.  When the
+        # exit got there first, __oom_reap_task() returned before this.
         task.process.oom_score_adj = OOM_SCORE_ADJ_MIN
         if task.tif_memdie:
             exit_oom_victim(k, task)
@@ -393,23 +395,25 @@ async def oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> None:
     work.mm.mmdrop("oom_reaper")
 
 
-async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> bool:
+async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> str | None:
+    """One attempt: "reaped", "gone" (the exit got there first: nothing to
+    do), or None when mmap_sem was contended."""
     mm = work.mm
     # Until 4.14 the reaper takes an mm_users reference, so it and exit_mmap()
     # never free at once; from 4.14 it works on the mm_count pin alone.
     pinned = not k.features.exit_mmap_oom_skip
     if pinned and not mm.mmget_not_zero():
         k.log.emit("reap_exit_race", **_work_ids(work))       # raced with exit: done
-        return True
+        return "gone"
     if not mm.mmap_sem.down_read_trylock():
         k.log.emit("reap_attempt", **_work_ids(work), result="contended")
         if pinned:
             await fork.mmput(k, me, mm)
-        return False
+        return None
     if mm.oom_skip:                             # exit_mmap() got there first (4.14)
         mm.mmap_sem.up_read()
         k.log.emit("reap_exit_race", **_work_ids(work))
-        return True
+        return "gone"
     k.log.emit("reap_attempt", **_work_ids(work), result="locked")
     freed = 0
     rate = k.machine.reap_rate
@@ -429,7 +433,7 @@ async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> bool:
     k.log.emit("reap_done", **ids, reaped_kb=kb(freed), **rss, **msg)
     if pinned:
         await fork.mmput(k, me, mm)
-    return True
+    return "reaped"
 
 
 def _work_ids(work: ReapWork) -> dict:

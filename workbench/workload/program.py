@@ -135,7 +135,10 @@ class MmapLock:
     async def run(self, k: Kernel, task: Task) -> None:
         sem = task.mm.mmap_sem
         take = sem.down_write if self.write else sem.down_read
-        if await take(task, WAIT_STATES[self.mode]):
+        mode = self.mode
+        if self.write and not k.features.down_write_killable:
+            mode = "uninterruptible"        # down_write_killable() is 4.7 (the header says so)
+        if await take(task, WAIT_STATES[mode]):
             task.held_locks.append(sem)
 
     def to_json(self) -> dict[str, Any]:

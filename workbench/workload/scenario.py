@@ -103,7 +103,7 @@ def _cgroups(model: C.Scenario, problem: Problems) -> tuple[CgroupSpec, ...]:
         seen.add(cg.name)
         if cg.memory_max < PAGE_SIZE:
             problem(f"cgroup[{i}].memory_max", "expected at least one page (4KiB)")
-        out.append(CgroupSpec(cg.name, cg.memory_max // PAGE_SIZE))
+        out.append(CgroupSpec(cg.name, cg.memory_max // PAGE_SIZE, cg.oom_group))
     return tuple(out)
 
 

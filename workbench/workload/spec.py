@@ -84,6 +84,7 @@ class ProcessSpec:
 class CgroupSpec:
     name: str
     memory_max: int             # pages
+    oom_group: bool = False     # memory.oom.group (4.19)
 
 
 @dataclass(frozen=True)
