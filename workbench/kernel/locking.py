@@ -1,8 +1,11 @@
 """Kernel sleeping locks: mutex and the mmap_sem rw-semaphore (kernel/locking/).
 
-Both hand ownership directly to the woken waiter (no barging) and never yield
-when the lock is free, so an uncontended lock costs no scheduler step
-(a scheduler step costs more than the lock itself).  Waits are uninterruptible
+A mutex is released before its first waiter is woken, so a trylock or a new
+locker that runs first takes it (4.5 __mutex_unlock_common_slowpath(); the
+hand-off to the waiter came in 4.10): which one wins is the order in which
+Trio runs the tasks of one instant, chosen by the run's seed.  The rwsem
+hands ownership to the woken waiters.  Neither yields when the lock is free,
+so an uncontended lock costs no scheduler step.  Waits are uninterruptible
 unless the caller asks for a killable one (mutex_lock_killable; a killable
 down_write only exists from 4.7: down_write_killable(), kernel/locking/rwsem.c).
 """
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class Mutex:
-    """struct mutex (FIFO hand-off)."""
+    """struct mutex as 4.5 has it: FIFO waiters, lock stealing on release."""
 
     def __init__(self, k: Kernel, name: str):
         self.k = k
@@ -39,7 +42,14 @@ class Mutex:
             self.owner = task
             return True
         since = self.k.clock.now
-        acquired = await self._waiters.wait(task, state, f"mutex:{self.name}")
+        lost = False
+        while True:
+            acquired = await self._waiters.wait(task, state, f"mutex:{self.name}", front=lost)
+            if not acquired or self.owner is None:
+                break
+            lost = True               # taken before this waiter ran: back to the head
+        if acquired:
+            self.owner = task
         self.k.lock_waited(task, f"mutex:{self.name}", since, acquired)
         return acquired
 
@@ -51,10 +61,9 @@ class Mutex:
         if self.owner is not task:
             self.k.violation(f"mutex {self.name} released by {task.pid} which does not hold it")
             return
+        self.owner = None             # atomic_set(&lock->count, 1), then the wake-up
         if self._waiters:
-            self.owner = self._waiters.wake_up_first()[0]
-        else:
-            self.owner = None
+            self._waiters.wake_up_first()
 
 
 _READ, _WRITE = "read", "write"

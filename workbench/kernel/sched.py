@@ -258,10 +258,15 @@ class WaitQueue:
     def __bool__(self) -> bool:
         return bool(self._waiters)
 
-    async def wait(self, task: Task, state: str, what: str, token: object = None) -> bool:
-        """Sleep until woken; token is handed back by wake_up_first()."""
+    async def wait(self, task: Task, state: str, what: str, token: object = None,
+                   front: bool = False) -> bool:
+        """Sleep until woken; token is handed back by wake_up_first().  front:
+        queue at the head (a waiter that was woken and lost the race)."""
         item = (task, token)
-        self._waiters.append(item)
+        if front:
+            self._waiters.appendleft(item)
+        else:
+            self._waiters.append(item)
 
         def dequeue() -> None:
             if item in self._waiters:
