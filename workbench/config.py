@@ -212,6 +212,24 @@ class MmapUnlockStep(_Model):
     mmap_unlock: Literal[True]
 
 
+class FutexLockStep(_Model):
+    futex_lock: str = Field(min_length=1)
+
+
+class FutexUnlockStep(_Model):
+    futex_unlock: str = Field(min_length=1)
+
+
+class CoreDumpStep(_Model):
+    core_dump: str = Field(min_length=1)
+
+
+class PipeReadStep(_Model):
+    pipe_read: str = Field(min_length=1)
+    gfp: Gfp = Field(default_factory=lambda: parse_gfp("GFP_KERNEL"))
+    rate: Rate | None = None          # how fast it writes the core out (a disk)
+
+
 class SleepStep(_Model):
     sleep: Dur
     mode: Literal["interruptible", "uninterruptible", "killable"] = "interruptible"
@@ -230,7 +248,9 @@ class RepeatStep(_Model):
 STEP_TYPES: dict[str, type[_Model]] = {
     "alloc": AllocStep, "kalloc": KallocStep, "kfree": KfreeStep, "free": FreeStep,
     "lock": LockStep, "unlock": UnlockStep, "mmap_lock": MmapLockStep,
-    "mmap_unlock": MmapUnlockStep, "sleep": SleepStep, "exit": ExitStep, "repeat": RepeatStep,
+    "mmap_unlock": MmapUnlockStep, "futex_lock": FutexLockStep, "futex_unlock": FutexUnlockStep,
+    "core_dump": CoreDumpStep, "pipe_read": PipeReadStep, "sleep": SleepStep, "exit": ExitStep,
+    "repeat": RepeatStep,
 }
 
 
@@ -248,6 +268,9 @@ Step = Annotated[
     | Annotated[KfreeStep, Tag("kfree")] | Annotated[FreeStep, Tag("free")]
     | Annotated[LockStep, Tag("lock")] | Annotated[UnlockStep, Tag("unlock")]
     | Annotated[MmapLockStep, Tag("mmap_lock")] | Annotated[MmapUnlockStep, Tag("mmap_unlock")]
+    | Annotated[FutexLockStep, Tag("futex_lock")]
+    | Annotated[FutexUnlockStep, Tag("futex_unlock")]
+    | Annotated[CoreDumpStep, Tag("core_dump")] | Annotated[PipeReadStep, Tag("pipe_read")]
     | Annotated[SleepStep, Tag("sleep")] | Annotated[ExitStep, Tag("exit")]
     | Annotated[RepeatStep, Tag("repeat")],
     Discriminator(_step_kind, custom_error_type="step",
@@ -271,6 +294,7 @@ class Vma(_Model):
 
 class Thread(_Model):
     name: str = Field(min_length=1)
+    robust_list: str | None = Field(None, min_length=1)   # the VMA of its struct pthread
     program: list[Step] = Field(default_factory=list)
 
 
@@ -320,6 +344,8 @@ class Expect(_Model):
     reap_attempts: NumberExpect | None = None
     reap_failures: NumberExpect | None = None
     reaper_dropped: NumberExpect | None = None
+    core_dumps: NumberExpect | None = None
+    core_incomplete: NumberExpect | None = None
     exit_freed_kb: NumberExpect | None = None
     invariant_violations: NumberExpect | None = None
     cgroups_recovered: NumberExpect | None = None

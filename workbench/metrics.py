@@ -31,6 +31,8 @@ class Metrics:
         self.reap_failures = 0
         self.reaper_dropped = 0
         self.exit_freed_kb = 0
+        self.core_dumps = 0
+        self.core_incomplete = 0
         self.invariant_violations = 0
         self.panicked = False
         self.errors: list[str] = []
@@ -96,6 +98,10 @@ class Metrics:
 
     def on_reaper_dropped(self, e: dict) -> None:
         self.reaper_dropped += 1
+
+    def on_core_dump(self, e: dict) -> None:
+        self.core_dumps += 1
+        self.core_incomplete += not e["complete"]
 
     def on_exit_mmap(self, e: dict) -> None:
         self.exit_freed_kb += e["freed_kb"]
@@ -170,6 +176,8 @@ class Metrics:
             "reaper_dropped": self.reaper_dropped,
             "exit_freed_kb": self.exit_freed_kb,
             "segv": self.segv,
+            "core_dumps": self.core_dumps,
+            "core_incomplete": self.core_incomplete,
             "invariant_violations": self.invariant_violations,
             "cgroups": cgroups,
             "cgroups_recovered": sum(c["outcome"] == "recovered" for c in cgroups.values()),

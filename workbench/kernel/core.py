@@ -15,7 +15,9 @@ import outcome
 import trio
 
 from workbench.kernel import fork, memcontrol, oom_kill
+from workbench.kernel.coredump import Pipe
 from workbench.kernel.features import Features
+from workbench.kernel.futex import Futex
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
 from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
@@ -55,6 +57,8 @@ class Kernel:
         self.oom_lock = Mutex(self, "oom_lock")
         self.memcgs = memcontrol.Memcgs(self, scenario.cgroups)
         self.mutexes: dict[str, Mutex] = {}        # the workload's kernel mutexes, by name
+        self.futexes: dict[str, Futex] = {}        # its user-space mutexes
+        self.pipes: dict[str, Pipe] = {}           # its core-dump pipes
         self.file_vmas: list = []                  # (mm, vma) of mapped files, for reclaim
         self.processes: list[Process] = []         # the task list, in fork order
         # DEFAULT_RATELIMIT_INTERVAL (5 * HZ), DEFAULT_RATELIMIT_BURST (10)
@@ -181,6 +185,16 @@ class Kernel:
             self.mutexes[name] = Mutex(self, name)
         return self.mutexes[name]
 
+    def futex(self, name: str) -> Futex:
+        if name not in self.futexes:
+            self.futexes[name] = Futex(self, name)
+        return self.futexes[name]
+
+    def pipe(self, name: str) -> Pipe:
+        if name not in self.pipes:
+            self.pipes[name] = Pipe(self, name)
+        return self.pipes[name]
+
     # -- what the metrics need -------------------------------------------------------
 
     def stall_begin(self, task: Task, pages: int, gfp: int, memcg: Any = None) -> list:
@@ -238,7 +252,7 @@ class Kernel:
             self._emit_stall(rec, "open")
         now = self.clock.now
         for t in self.for_each_thread():
-            if t.waiting_on.startswith(("mutex:", "mmap_sem:")):
+            if t.waiting_on.startswith(("mutex:", "mmap_sem:", "futex:")):
                 self.log.emit("lock_wait", pid=t.pid, tgid=t.tgid, comm=t.comm,
                               lock=t.waiting_on, since=seconds(t.wait_since),
                               wait_s=seconds(now - t.wait_since), result="open")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workbench.kernel import fork, oom_kill
+from workbench.kernel import fork, futex, oom_kill
 from workbench.kernel.sched import TASK_DEAD, TASK_UNINTERRUPTIBLE, Task
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ async def exit_mm(k: Kernel, task: Task) -> None:
     mm = task.mm
     if mm is None:
         return
-    # mm_release(): robust futexes are not modelled yet.
+    futex.exit_robust_list(k, task)           # mm_release()
     await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
     mm.mmgrab("active_mm")
     task.active_mm = mm

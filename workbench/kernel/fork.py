@@ -158,6 +158,8 @@ class Boot:
                    threads=[t.pid for t in proc.threads], kthread=proc.kthread,
                    vfork=proc.in_vfork)
         for task, thread in zip(proc.threads, spec.threads):
+            if thread.robust_list:                    # set_robust_list()
+                task.robust_list = mm.vma(thread.robust_list)
             k.spawn(_thread, k, task, thread.program)
 
 

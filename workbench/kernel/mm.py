@@ -39,6 +39,7 @@ class Vma:
         self.hugetlb = 0                # hugetlb pages (not in any RSS counter in 4.5)
         self.swap = 0                   # swap entries (always 0 until swap is modelled)
         self.touched = 0                # extent ever faulted, for page-table pages
+        self.reaped = False             # the OOM reaper zapped pages of it
 
     @property
     def anonymous(self) -> bool:

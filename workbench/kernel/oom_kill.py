@@ -31,9 +31,8 @@ OOM_SCORE_ADJ_MIN = -1000
 
 
 def task_will_free_mem(task: Task) -> bool:
-    """4.5: PF_EXITING and not part of a group coredump (core dumps are not
-    modelled, so PF_EXITING alone)."""
-    return task.exiting
+    """4.5: PF_EXITING and not part of a group coredump."""
+    return task.exiting and not task.process.core_dumping
 
 
 def will_free_mem(k: Kernel, task: Task, current: bool) -> bool:
@@ -50,6 +49,8 @@ def will_free_mem(k: Kernel, task: Task, current: bool) -> bool:
         return False
 
     def dying(proc: Process) -> bool:
+        if proc.core_dumping:                  # sig->core_state
+            return False
         return proc.group_exit or (proc.live_threads == 1 and all(
             t.exiting for t in proc.threads if t.state != "X"))
 
@@ -424,6 +425,7 @@ async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> str | None:
         while n := min(memory.zappable(vma, details), k.reap_chunk):
             await k.clock.sleep(me, k.machine.cost_ns(n, rate), TASK_UNINTERRUPTIBLE, "oom_reap")
             freed += memory.zap(k, mm, vma, details, n)[1]
+            vma.reaped = True                   # what user space finds there now is zeroes
     mm.mmap_sem.up_read()
     rss = {key: v for key, v in mm.rss_kb().items() if key != "total_vm_kb"}
     ids = _work_ids(work)

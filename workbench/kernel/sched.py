@@ -66,6 +66,7 @@ class Process:
         self.live_threads = 0
         self.forked = False                # copy_process() has run: it is on the task list
         self.oom_mm: MmStruct | None = None  # signal->oom_mm (4.9): the victim's mm
+        self.core_dumping = False          # SIGNAL_GROUP_COREDUMP
 
     @property
     def cap_sys_admin(self) -> bool:
@@ -96,6 +97,8 @@ class Task:
         self.trio_task: trio.lowlevel.Task | None = None
         self.signal_scope = trio.CancelScope()
         self.held_locks: list = []         # kernel locks to drop when a killed thread unwinds
+        self.futexes: list = []            # user-space mutexes held (kernel/futex.c)
+        self.robust_list = None            # the Vma holding its robust list head, if any
         self.memcg_oom: object = None      # current->memcg_in_oom: handled at the fault's end
         self.memcg_oom_gfp = 0
         self.memcg_stall: list | None = None  # a charge waiting on its memcg's limit

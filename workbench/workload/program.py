@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from workbench.kernel import memcontrol, memory, mmap, page_alloc, signal
+from workbench.kernel import coredump, memcontrol, memory, mmap, page_alloc, signal
 from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_UNINTERRUPTIBLE,
                                     Task)
 from workbench.units import format_duration
@@ -154,6 +154,57 @@ class MmapUnlock:
 
     def to_json(self) -> dict[str, Any]:
         return {"mmap_unlock": True}
+
+
+@dataclass(frozen=True)
+class FutexLock:
+    name: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        await k.futex(self.name).lock(task)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"futex_lock": self.name}
+
+
+@dataclass(frozen=True)
+class FutexUnlock:
+    name: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        k.futex(self.name).unlock(task)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"futex_unlock": self.name}
+
+
+@dataclass(frozen=True)
+class CoreDump:
+    pipe: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        await coredump.do_coredump(k, task, k.pipe(self.pipe))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"core_dump": self.pipe}
+
+
+@dataclass(frozen=True)
+class PipeRead:
+    pipe: str
+    gfp: int
+    rate: int                   # bytes/s its writes reach the disk at; 0: no extra cost
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        async def write_out(pages: int) -> None:       # to a file: page cache, then the disk
+            await Kalloc(pages, self.gfp).run(k, task)
+            if self.rate and not task.fatal_signal_pending():
+                await k.clock.sleep(task, k.machine.cost_ns(pages, self.rate),
+                                    TASK_UNINTERRUPTIBLE, "write")
+        await coredump.read_core(k, task, k.pipe(self.pipe), write_out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pipe_read": self.pipe, "gfp_mask": self.gfp, "rate": self.rate}
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,10 @@ class _Processes:
                            has_mm=bool(shares) or not p.kthread,
                            problem=problem)
             program = steps.resolve(t.program, f"{where}.thread[{j}].program")
-            threads.append(ThreadSpec(t.name, program))
+            if t.robust_list is not None and t.robust_list not in vma_sizes:
+                problem(f"{where}.thread[{j}].robust_list",
+                        f"no vma named {t.robust_list!r} in this process's mm")
+            threads.append(ThreadSpec(t.name, program, t.robust_list))
         return ProcessSpec(
             name=name, start_ns=p.start.to_ns(hz), start_jitter_ns=p.start_jitter.to_ns(hz),
             uid=p.uid, oom_score_adj=p.oom_score_adj, parent=p.parent, cgroup=p.cgroup,
@@ -330,7 +333,8 @@ class _Steps:
             out.append(self._step(step, f"{path}[{i}]", held))
         return tuple(out)
     def _step(self, s: Any, path: str, held: list) -> Any:
-        if isinstance(s, (C.AllocStep, C.FreeStep, C.MmapLockStep, C.MmapUnlockStep)):
+        if isinstance(s, (C.AllocStep, C.FreeStep, C.MmapLockStep, C.MmapUnlockStep,
+                          C.FutexLockStep, C.CoreDumpStep)):
             if not self.has_mm:
                 self.problem(path, "a kthread without an mm (shares_mm_with) cannot touch user memory")
         if isinstance(s, (C.AllocStep, C.FreeStep)) and MMAP_SEM in held:
@@ -376,6 +380,27 @@ class _Steps:
             else:
                 held.remove(MMAP_SEM)
             return P.MmapUnlock()
+        if isinstance(s, C.FutexLockStep):
+            key = f"futex:{s.futex_lock}"
+            if key in held:
+                self.problem(f"{path}.futex_lock", f"{s.futex_lock!r} is already held here: a "
+                                                   "self-deadlock")
+            held.append(key)
+            return P.FutexLock(s.futex_lock)
+        if isinstance(s, C.FutexUnlockStep):
+            key = f"futex:{s.futex_unlock}"
+            if key not in held:
+                self.problem(f"{path}.futex_unlock", f"{s.futex_unlock!r} is not held here")
+            else:
+                held.remove(key)
+            return P.FutexUnlock(s.futex_unlock)
+        if isinstance(s, C.CoreDumpStep):
+            if held:
+                self.problem(f"{path}.core_dump", "a core dump happens on the way to exit: "
+                                                  "release the locks first")
+            return P.CoreDump(s.core_dump)
+        if isinstance(s, C.PipeReadStep):
+            return P.PipeRead(s.pipe_read, s.gfp, s.rate or 0)
         if isinstance(s, C.SleepStep):
             return P.Sleep(s.sleep.to_ns(self.hz), s.mode, s.jitter.to_ns(self.hz))
         if isinstance(s, C.ExitStep):

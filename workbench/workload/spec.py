@@ -61,6 +61,7 @@ class VmaSpec:
 class ThreadSpec:
     name: str
     program: tuple              # workload.program steps
+    robust_list: str | None = None   # the VMA holding its robust futex list
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class ScenarioSpec:
 
 def _process_json(p: ProcessSpec) -> dict[str, Any]:
     d = asdict(p)
-    d["threads"] = [{"name": t.name, "program": [s.to_json() for s in t.program]}
+    d["threads"] = [{"name": t.name, "program": [s.to_json() for s in t.program],
+                     **({"robust_list": t.robust_list} if t.robust_list else {})}
                     for t in p.threads]
     return d
