@@ -124,6 +124,7 @@ def _load_scenarios(path: Path, exp: C.ExperimentFile, arms: list[str], presets:
             out.append((data, str(file), "", os.path.relpath(file, path.parent)))
     specs = []
     for data, where, prefix, source in out:
+        _dotted_expect(data, set(arms) | presets, where, prefix, problems)
         model = C.validate(C.Scenario, data, where, problems, prefix=prefix.rstrip("."))
         if model is not None:
             specs.append(resolve_scenario(model, source, where, exp, problems, prefix))
@@ -138,6 +139,21 @@ def _load_scenarios(path: Path, exp: C.ExperimentFile, arms: list[str], presets:
                 problems.append(f"{where}: {prefix}expect.{arm}: no arm or preset named {arm!r} "
                                 f"(arms: {', '.join(arms)})")
     return specs
+
+
+def _dotted_expect(data: Any, names: set[str], where: str, prefix: str,
+                   problems: list[str]) -> None:
+    """[expect.v4.6] is expect -> v4 -> 6 to TOML: say how to write it."""
+    expect = data.get("expect") if isinstance(data, dict) else None
+    if not isinstance(expect, dict):
+        return
+    for key, table in expect.items():
+        if key in names or not isinstance(table, dict):
+            continue
+        for sub in table:
+            if f"{key}.{sub}" in names:
+                problems.append(f"{where}: {prefix}expect.{key}.{sub}: write "
+                                f"[expect.\"{key}.{sub}\"]: TOML splits a bare key at each dot")
 
 
 def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
