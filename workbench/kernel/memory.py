@@ -77,16 +77,15 @@ async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: in
                             gfp: int) -> int:
     ptes = mm.ptes_for(vma, n)
     got = await page_alloc.alloc_pages(k, task, n + ptes, gfp)
-    data = max(0, got - ptes)
+    # Part of a chunk (a dying task's last page, say) needs fewer page tables.
+    data = got - ptes if got == n + ptes else _fits(mm, vma, got)
     charged = await memcontrol.try_charge(k, task, mm.memcg, data, gfp,
                                           may_oom=GFP.fs_allowed(gfp))
     # Another thread may have faulted into the VMA meanwhile: stay inside it,
     # and map only what the pages granted can also hold page tables for (its
     # faults may need a page-table page this request did not count).  The
     # rest is a failed __pte_alloc(): VM_FAULT_OOM, as 4.5 handles it.
-    fit = min(charged, vma.size - (vma.resident + vma.shmem_unmapped))
-    while fit and fit + mm.ptes_for(vma, fit) > got:
-        fit = max(0, got - mm.ptes_for(vma, fit))       # ptes_for grows with fit: converges
+    fit = _fits(mm, vma, got, min(charged, vma.size - (vma.resident + vma.shmem_unmapped)))
     if charged > fit:
         memcontrol.uncharge(k, mm.memcg, charged - fit)
         charged = fit
@@ -94,6 +93,15 @@ async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: in
     k.zone.pgtables += new_ptes
     k.zone.give(got - charged - new_ptes)               # pages not used after all
     return charged
+
+
+def _fits(mm: MmStruct, vma: Vma, got: int, most: int | None = None) -> int:
+    """The most pages (at most `most`) that `got` pages can map in vma with
+    the page tables they need."""
+    fit = got if most is None else most
+    while fit and fit + mm.ptes_for(vma, fit) > got:
+        fit = max(0, got - mm.ptes_for(vma, fit))       # ptes_for grows with fit: converges
+    return fit
 
 
 async def pagefault_out_of_memory(k: Kernel, task: Task) -> None:

@@ -1,0 +1,144 @@
+"""Follow-ups, presets, and the core mechanisms the later kernels changed (docs/history.md)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import process, scenario
+
+from workbench import cli
+from workbench.config import ConfigError
+from workbench.kernel.features import Features
+from workbench.plugin import load_plugins
+from workbench.testing import experiment
+
+HOG = process("hog", heap="300MiB", program=['{ alloc = "300MiB", vma = "heap" }'])
+
+
+def test_each_preset_extends_the_one_before_it():
+    presets = load_plugins().registry.presets
+    assert presets["no-reaper"].follow_ups == ()
+    assert presets["patch"].follow_ups == ("oom-reaper",)
+    assert presets["v4.6"].follow_ups[:1] == ("oom-reaper",)
+    assert set(presets["v4.6"].follow_ups) < set(presets["modern"].follow_ups)
+
+
+def test_an_arm_adds_and_removes_follow_ups(tmp_path):
+    exp = experiment(scenario("s", HOG), tmp_path, preset="v4.6",
+                     arm={"follow_ups": ["+oom-reaper-delay", "-reap-queue-lifo"]})
+    arm = exp.arms[0]
+    assert "oom-reaper-delay" in arm.follow_ups and "reap-queue-lifo" not in arm.follow_ups
+    reaper = arm.options["reaper"]
+    assert reaper.queue == "slot" and str(reaper.delay) == "2s"
+    assert reaper.after_reap == "exit_oom_victim" and not arm.pure_preset
+    assert arm.features == Features(oom_reaper_report=True)
+    assert arm.to_json()["kernel"] == {"oom_reaper_report": True}
+
+
+def test_follow_ups_apply_in_catalogue_order_so_later_ones_win(tmp_path):
+    # clear-tif-memdie-after-reap (4.6) is superseded by mmf-oom-skip (4.9).
+    arm = experiment(scenario("s", HOG), tmp_path, preset="modern").arms[0]
+    assert arm.options["reaper"].after_reap == "oom_skip"
+    assert arm.options["victim"].oom_mm_victims and not arm.options["victim"].child_sacrifice
+
+
+@pytest.mark.parametrize("change, message", [
+    ("+oom-reaper-dealy", "unknown follow-up 'oom-reaper-dealy' (did you mean 'oom-reaper-delay'?"),
+    ("oom-reaper-delay", 'expected "+NAME" to add a follow-up or "-NAME" to remove one'),
+    ("+oom-reaper", "preset 'v4.6' already has 'oom-reaper'"),
+    ("-reap-mlocked", "preset 'v4.6' does not have 'reap-mlocked'"),
+])
+def test_a_wrong_follow_up_change_is_named(tmp_path, change, message):
+    with pytest.raises(ConfigError) as e:
+        experiment(scenario("s", HOG), tmp_path, preset="v4.6", arm={"follow_ups": [change]})
+    assert any(f"arm[0].follow_ups[0]: {message}" in p for p in e.value.problems), e.value.problems
+
+
+def test_a_policy_the_arm_chooses_owns_its_concern(run):
+    r = run(scenario("s", HOG), preset="modern", arm={"reaper": "none"})
+    arm = r.events[0]["config"]["arm"]
+    assert arm["reaper"] == "none" and "oom-reaper-delay" in arm["follow_ups_not_applied"]
+    assert r.summary["outcome"] == "recovered" and r.summary["reap_attempts"] == 0
+
+
+def test_a_preset_arm_of_another_name_answers_to_its_expectations(run):
+    text = scenario("s", HOG) + '\n[expect.modern]\nkills = 2\n'
+    r = run(text, preset="modern")
+    assert r.summary["expect_failed"] == ["kills 1, expected 2"]
+    r = run(text, preset="modern", arm={"follow_ups": ["-oom-reaper-delay"]})
+    assert r.summary["expect_failed"] == []          # changed: no longer the preset
+
+
+def test_plugins_lists_each_presets_follow_ups(capsys):
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "follow-ups (applied in this order):" in out
+    assert "  oom-reaper-delay               5.18" in out
+    assert "follow-ups: oom-reaper, no-exiting-abort, reap-queue-lifo" in out
+
+
+# -- the core under the switches -----------------------------------------------------
+
+def _lowest_free(run, arm):
+    """Twenty threads of one victim fault at once on a machine with 32 pages of
+    min reserve; the lowest free page count while they die."""
+    seen = []
+
+    async def watch(k, task):
+        for _ in range(3000):
+            seen.append(k.zone.free)
+            await k.clock.sleep(task, 100_000, "D")
+
+    threads = [(f"t{i}", ['{ alloc = "3MiB", vma = "heap" }', '{ sleep = "1s" }'])
+               for i in range(20)]
+    victim = process("victim", heap="128MiB", resident="40MiB", threads=threads)
+    text = scenario("s", victim, process("watch"), memory="64MiB").replace(
+        "[machine]", '[machine]\nmin_free = "128KiB"\nfault_rate = "1GiB/s"')
+    r = run(text, preset="no-reaper", arm=arm, calls={"watch/main": watch})
+    assert r.summary["kills"] == 1
+    return min(seen)
+
+
+def test_dying_threads_take_one_page_each_and_4_14_keeps_half_the_reserve(run):
+    # 4.5: each dying thread's shortcut grants it TIF_MEMDIE and one page
+    # below min - not a chunk; 4.14's ALLOC_OOM stops them at half of min.
+    full = _lowest_free(run, None)
+    partial = _lowest_free(run, {"follow_ups": ["+alloc-oom-partial-reserves"]})
+    assert 32 - 20 - 2 <= full < 16 <= partial
+
+
+def test_a_woken_mutex_waiter_can_lose_the_lock_to_a_trylock(run):
+    """4.5 releases a mutex before waking its first waiter."""
+    order = []
+
+    async def holder(k, task):
+        m = k.mutex("m")
+        await m.lock(task)
+        await k.clock.sleep(task, 1_000_000, "D")
+        m.unlock(task)
+        order.append(("stolen", m.trylock(task)))      # before the waiter runs
+        await k.clock.sleep(task, 1_000_000, "D")
+        m.unlock(task)
+
+    async def waiter(k, task):
+        await k.clock.sleep(task, 100_000, "D")
+        await k.mutex("m").lock(task)
+        order.append(("waiter", k.clock.now))
+        k.mutex("m").unlock(task)
+
+    run(scenario("s", process("a"), process("b")), calls={"a/main": holder, "b/main": waiter})
+    assert order == [("stolen", True), ("waiter", 2_000_000)]
+
+
+def test_a_killable_mmap_writer_before_4_7_waits_uninterruptibly(run):
+    holder = process("p", heap="4MiB", threads=[
+        ("reader", ['{ mmap_lock = "read" }', '{ sleep = "1s", mode = "uninterruptible" }',
+                    '{ mmap_unlock = true }']),
+        ("writer", ['{ sleep = "10ms" }', '{ mmap_lock = "write", mode = "killable" }',
+                    '{ mmap_unlock = true }']),
+        ("killer", ['{ sleep = "20ms" }', '{ exit = 1 }'])])
+    old = run(scenario("s", holder), preset="v4.6")
+    assert "down_write_killable() is 4.7" in old.events[0]["notes"][0]
+    new = run(scenario("s", holder), preset="modern")
+    assert "notes" not in new.events[0]
+    ended = {r: x.first("exit", thread="writer")["t"] for r, x in (("old", old), ("new", new))}
+    assert ended["new"] == pytest.approx(0.02) and ended["old"] == pytest.approx(1.0)
