@@ -126,7 +126,9 @@ def _follow_ups(registry: object) -> None:
         kernel={"pagefault_oom_no_kill": True})
     add("reap-mlocked", since="5.18", commit="a213e5cf71cb mm/munlock: delete "
                                              "munlock_vma_pages_all(), allow oomreap",
-        doc="VM_LOCKED VMAs are reaped", options={"vma_filter": {"reap_mlocked": True}})
+        doc="VM_LOCKED VMAs are reaped, and exit_mmap() no longer munlocks them in a pass of "
+            "its own first", options={"vma_filter": {"reap_mlocked": True}},
+        kernel={"no_munlock_pass": True})
     add("oom-reaper-delay", since="5.18",
         commit="oom_kill.c: futex: delay the OOM reaper to allow time for proper futex cleanup",
         doc="each victim is queued 2 s after the kill (OOM_REAPER_DELAY), unless its exit set "

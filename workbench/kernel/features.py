@@ -61,6 +61,9 @@ class Features:
     # ≈5.x: "Killed process ... UID:%u pgtables:%lukB oom_score_adj:%hd" and
     # the "oom-kill:constraint=..." line.
     modern_oom_report: bool = False
+    # 5.18 a213e5cf71cb: no munlock_vma_pages_all() pass before exit_mmap()
+    # unmaps: mlocked pages are freed with the unmap, at its rate.
+    no_munlock_pass: bool = False
     # 6.18: the reaper walks the VMAs top-down (mas_for_each_rev).
     reap_top_down: bool = False
 

@@ -26,8 +26,8 @@ async def exit_mmap(k: Kernel, task: Task, mm: MmStruct) -> None:
     and mmap_sem taken for write, which waits the reaper out, before the page
     tables go (mm/mmap.c exit_mmap(), 6.19)."""
     rate = k.machine.exit_rate
-    locked = sum(v.resident for v in mm.vmas if v.locked)
-    await _pay(k, task, locked, rate, "munlock")         # munlock_vma_pages_all()
+    if not k.features.no_munlock_pass:                   # munlock_vma_pages_all(), until 5.18
+        await _pay(k, task, sum(v.resident for v in mm.vmas if v.locked), rate, "munlock")
     concurrent = k.features.exit_mmap_oom_skip
     if concurrent:
         await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
