@@ -142,3 +142,49 @@ def test_a_killable_mmap_writer_before_4_7_waits_uninterruptibly(run):
     assert "notes" not in new.events[0]
     ended = {r: x.first("exit", thread="writer")["t"] for r, x in (("old", old), ("new", new))}
     assert ended["new"] == pytest.approx(0.02) and ended["old"] == pytest.approx(1.0)
+
+
+# -- the language the reproducers need ------------------------------------------------
+
+def test_a_vfork_parent_waits_until_its_child_exits(run):
+    parent = process("parent", heap="8MiB", resident="8MiB",
+                     program=['{ sleep = "100ms" }', '{ vfork = "child" }'])
+    child = process("child", program=['{ sleep = "400ms" }'],
+                    extra='parent = "parent"\nvfork = true')
+    r = run(scenario("s", parent, child))
+    assert r.first("fork", comm="child")["t"] == pytest.approx(0.1)
+    assert r.first("exit", comm="parent")["t"] >= r.first("exit", comm="child")["t"] == \
+        pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("program, extra, message", [
+    ('{ vfork = "child" }', "", "'child' must be declared with vfork = true and parent = 'p'"),
+    ('{ repeat = 2, do = [{ vfork = "child" }, { sleep = "1s" }] }', 'vfork = true\n'
+     'parent = "p"', "a process is forked once: not inside a repeat"),
+    ('{ vfork = "child" }', 'vfork = true\nparent = "p"\nstart = "1s"',
+     "'child' starts when this step runs: give it no start"),
+    ('{ lock = "m" }', "", None),
+])
+def test_a_wrong_vfork_step_is_named(tmp_path, program, extra, message):
+    text = scenario("s", process("p", heap="4MiB", program=[program]),
+                    process("child", program=['{ sleep = "1s" }'], extra=extra))
+    if message is None:
+        experiment(text, tmp_path)
+        return
+    with pytest.raises(ConfigError) as e:
+        experiment(text, tmp_path)
+    assert any(message in p for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize("thread, message", [
+    ('robust_list = "nowhere"', "robust_list: no vma named 'nowhere' in this process's mm"),
+    ('program = [{ futex_unlock = "f" }]', "futex_unlock: 'f' is not held here"),
+    ('program = [{ futex_lock = "f" }, { futex_lock = "f" }]', "'f' is already held here"),
+    ('program = [{ lock = "m" }, { core_dump = "core" }]', "release the locks first"),
+])
+def test_wrong_futex_and_core_dump_steps_are_named(tmp_path, thread, message):
+    text = scenario("s", '[[process]]\nname = "p"\n[[process.vma]]\nname = "heap"\nkind = "anon"\n'
+                         f'size = "4MiB"\n[[process.thread]]\nname = "main"\n{thread}\n')
+    with pytest.raises(ConfigError) as e:
+        experiment(text, tmp_path)
+    assert any(message in p for p in e.value.problems), e.value.problems

@@ -230,6 +230,10 @@ class PipeReadStep(_Model):
     rate: Rate | None = None          # how fast it writes the core out (a disk)
 
 
+class VforkStep(_Model):
+    vfork: str = Field(min_length=1)
+
+
 class SleepStep(_Model):
     sleep: Dur
     mode: Literal["interruptible", "uninterruptible", "killable"] = "interruptible"
@@ -249,8 +253,8 @@ STEP_TYPES: dict[str, type[_Model]] = {
     "alloc": AllocStep, "kalloc": KallocStep, "kfree": KfreeStep, "free": FreeStep,
     "lock": LockStep, "unlock": UnlockStep, "mmap_lock": MmapLockStep,
     "mmap_unlock": MmapUnlockStep, "futex_lock": FutexLockStep, "futex_unlock": FutexUnlockStep,
-    "core_dump": CoreDumpStep, "pipe_read": PipeReadStep, "sleep": SleepStep, "exit": ExitStep,
-    "repeat": RepeatStep,
+    "core_dump": CoreDumpStep, "pipe_read": PipeReadStep, "vfork": VforkStep, "sleep": SleepStep,
+    "exit": ExitStep, "repeat": RepeatStep,
 }
 
 
@@ -271,6 +275,7 @@ Step = Annotated[
     | Annotated[FutexLockStep, Tag("futex_lock")]
     | Annotated[FutexUnlockStep, Tag("futex_unlock")]
     | Annotated[CoreDumpStep, Tag("core_dump")] | Annotated[PipeReadStep, Tag("pipe_read")]
+    | Annotated[VforkStep, Tag("vfork")]
     | Annotated[SleepStep, Tag("sleep")] | Annotated[ExitStep, Tag("exit")]
     | Annotated[RepeatStep, Tag("repeat")],
     Discriminator(_step_kind, custom_error_type="step",

@@ -185,6 +185,9 @@ class Kernel:
             self.mutexes[name] = Mutex(self, name)
         return self.mutexes[name]
 
+    async def vfork(self, parent: Task, child: str) -> None:
+        await self._boot.vfork(parent, child)
+
     def futex(self, name: str) -> Futex:
         if name not in self.futexes:
             self.futexes[name] = Futex(self, name)

@@ -45,7 +45,7 @@ async def exit_mm(k: Kernel, task: Task) -> None:
     mm = task.mm
     if mm is None:
         return
-    futex.exit_robust_list(k, task)           # mm_release()
+    mm_release(k, task)
     await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
     mm.mmgrab("active_mm")
     task.active_mm = mm
@@ -54,6 +54,15 @@ async def exit_mm(k: Kernel, task: Task) -> None:
     await fork.mmput(k, task, mm)
     if task.tif_memdie:
         oom_kill.exit_oom_victim(k, task)
+
+
+def mm_release(k: Kernel, task: Task) -> None:
+    """The robust futex list, and a vfork parent's wake-up (kernel/fork.c mm_release())."""
+    futex.exit_robust_list(k, task)
+    done = task.process.vfork_done
+    if done is not None and task.is_leader:       # complete_vfork_done()
+        task.process.vfork_done = None
+        done.wake_up_all()
 
 
 def _exit_notify(k: Kernel, proc: object) -> None:

@@ -16,7 +16,7 @@ import trio
 from workbench.kernel import exit as kexit
 from workbench.kernel import memcontrol, mmap, oom_kill
 from workbench.kernel.mm import MmStruct, Vma
-from workbench.kernel.sched import TASK_INTERRUPTIBLE, Process, Task
+from workbench.kernel.sched import TASK_INTERRUPTIBLE, TASK_KILLABLE, Process, Task, WaitQueue
 from workbench.units import kb
 from workbench.workload import program
 from workbench.workload.spec import ProcessSpec
@@ -97,6 +97,8 @@ class Boot:
             k.processes.append(k.oom_reaper_th.process)
             k.spawn(oom_kill.oom_reaper, k, k.oom_reaper_th)
         for proc, spec in self._fork_order():
+            if spec.by_vfork_step:
+                continue                        # its parent's vfork step forks it
             start = spec.start_ns
             if spec.start_jitter_ns:
                 start += k.rng(proc.comm, "start").randint(0, spec.start_jitter_ns)
@@ -123,6 +125,14 @@ class Boot:
         for proc, spec in self._specs:
             visit(proc, spec)
         return order
+
+    async def vfork(self, parent: Task, child: str) -> None:
+        """vfork(): fork the child on the parent's mm, then wait, killable,
+        until the child releases the mm (kernel/fork.c wait_for_vfork_done())."""
+        proc = self.by_name[child]
+        proc.vfork_done = WaitQueue(self.k)
+        self._fork(proc, self._spec_of[child])
+        await proc.vfork_done.wait(parent, TASK_KILLABLE, f"vfork:{child}")
 
     async def _fork_at(self, proc: Process, spec: ProcessSpec, start: int) -> None:
         await self.k.clock.wait_until(start)

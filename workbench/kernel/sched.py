@@ -67,6 +67,7 @@ class Process:
         self.forked = False                # copy_process() has run: it is on the task list
         self.oom_mm: MmStruct | None = None  # signal->oom_mm (4.9): the victim's mm
         self.core_dumping = False          # SIGNAL_GROUP_COREDUMP
+        self.vfork_done: WaitQueue | None = None  # its vfork() parent waits here
 
     @property
     def cap_sys_admin(self) -> bool:

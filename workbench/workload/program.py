@@ -208,6 +208,17 @@ class PipeRead:
 
 
 @dataclass(frozen=True)
+class Vfork:
+    child: str
+
+    async def run(self, k: Kernel, task: Task) -> None:
+        await k.vfork(task, self.child)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vfork": self.child}
+
+
+@dataclass(frozen=True)
 class Sleep:
     ns: int
     mode: str

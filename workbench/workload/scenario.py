@@ -8,6 +8,7 @@ lock use that balances, memory that fits.  Every problem is appended as
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from workbench import config as C
@@ -167,6 +168,7 @@ class _Processes:
         self.known = self.names | (salvaged.names if salvaged else set())
         self.by_name = {name: p for name, _, p in self.entries}
         self.declared_init = next((name for name, _, p in self.entries if p.init), None)
+        self.vfork_steps: list[tuple[str, str, str]] = []   # (parent, child, key path)
 
     def resolve(self) -> tuple[ProcessSpec, ...]:
         seen: set[str] = set()
@@ -189,7 +191,26 @@ class _Processes:
                                     f"{C.PID_MAX_DEFAULT}, the kernel's default pid_max")
         self._check_sharing_cycles()
         self._check_start_order(out)
-        return tuple(out)
+        return tuple(self._vforked(out))
+
+    def _vforked(self, specs: list[ProcessSpec]) -> list[ProcessSpec]:
+        """Children that a parent's `vfork` step forks, checked and marked."""
+        by_name = {s.name: s for s in specs}
+        children: dict[str, str] = {}
+        for parent, child, key in self.vfork_steps:
+            c = by_name.get(child)
+            if c is None:
+                self.problem(key, f"no process named {child!r}")
+            elif not (c.vfork and c.parent == parent):
+                self.problem(key, f"{child!r} must be declared with vfork = true and "
+                                  f"parent = {parent!r}")
+            elif child in children:
+                self.problem(key, f"{child!r} is already vforked at {children[child]}")
+            elif c.start_ns or c.start_jitter_ns:
+                self.problem(key, f"{child!r} starts when this step runs: give it no start")
+            else:
+                children[child] = key
+        return [replace(s, by_vfork_step=True) if s.name in children else s for s in specs]
 
     def _check_start_order(self, specs: list[ProcessSpec]) -> None:
         """A parent forks its children, and a CLONE_VM sharer needs the mm's
@@ -242,6 +263,7 @@ class _Processes:
                            has_mm=bool(shares) or not p.kthread,
                            problem=problem)
             program = steps.resolve(t.program, f"{where}.thread[{j}].program")
+            self.vfork_steps += [(name, child, key) for child, key in steps.vforks]
             if t.robust_list is not None and t.robust_list not in vma_sizes:
                 problem(f"{where}.thread[{j}].robust_list",
                         f"no vma named {t.robust_list!r} in this process's mm")
@@ -321,6 +343,7 @@ class _Steps:
         self.problem = problem
         self.depth = 0
         self.too_deep = False
+        self.vforks: list[tuple[str, str]] = []   # (child, key path) of its vfork steps
 
     def resolve(self, steps: list, path: str) -> tuple:
         held: list = []
@@ -401,6 +424,11 @@ class _Steps:
             return P.CoreDump(s.core_dump)
         if isinstance(s, C.PipeReadStep):
             return P.PipeRead(s.pipe_read, s.gfp, s.rate or 0)
+        if isinstance(s, C.VforkStep):
+            if self.depth:
+                self.problem(f"{path}.vfork", "a process is forked once: not inside a repeat")
+            self.vforks.append((s.vfork, f"{path}.vfork"))
+            return P.Vfork(s.vfork)
         if isinstance(s, C.SleepStep):
             return P.Sleep(s.sleep.to_ns(self.hz), s.mode, s.jitter.to_ns(self.hz))
         if isinstance(s, C.ExitStep):

@@ -79,6 +79,7 @@ class ProcessSpec:
     vfork: bool
     vmas: tuple[VmaSpec, ...]
     threads: tuple[ThreadSpec, ...]
+    by_vfork_step: bool = False  # forked by its parent's `vfork` step, not at start_ns
 
 
 @dataclass(frozen=True)
