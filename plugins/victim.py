@@ -40,13 +40,16 @@ class Linux(Policy):
     concern = "victim"
     Options = LinuxOptions
 
-    def rule(self, name: str) -> bool:
-        """An option; a subclass with Options of its own keeps the defaults."""
-        return getattr(self.options, name, LinuxOptions.model_fields[name].default)
+    def __init__(self, options: BaseModel, machine: object):
+        super().__init__(options, machine)
+        # Read once: the scan asks for each rule per task.  A subclass with
+        # Options of its own keeps the defaults of the rules it lacks.
+        for name, field in LinuxOptions.model_fields.items():
+            setattr(self, name, getattr(options, name, field.default))
 
     @hookimpl
     def workbench_select_bad_process(self, oc: OomControl) -> Victim | object | None:
-        if self.rule("oom_mm_victims"):
+        if self.oom_mm_victims:
             return self._scan_processes(oc)
         return self._scan_threads(oc)
 
@@ -60,7 +63,7 @@ class Linux(Policy):
                 return ABORT
             if task.mm is None:
                 continue
-            if self.rule("abort_on_exiting") and task_will_free_mem(task):
+            if self.abort_on_exiting and task_will_free_mem(task):
                 return ABORT                                # 4.5 only: an exiting thread
             points = self.badness(task.process, oc)
             if not points or points < chosen_points:
@@ -93,7 +96,7 @@ class Linux(Policy):
     def workbench_oom_sacrifice_child(self, oc: OomControl, victim: Victim) -> Victim:
         """Any eligible child with its own mm beats its parent: victim_points
         starts at 0, not at the parent's score (mm/oom_kill.c oom_kill_process(), 4.5)."""
-        if not self.rule("child_sacrifice"):
+        if not self.child_sacrifice:
             return victim
         best, best_points = victim, 0
         for child in victim.task.process.children:
@@ -108,7 +111,7 @@ class Linux(Policy):
     def workbench_oom_kill_sharer(self, oc: OomControl, victim: object, process: Process) -> bool:
         if process.kthread or process.init:
             return False
-        return self.rule("kill_all_sharers") or process.oom_score_adj != OOM_SCORE_ADJ_MIN
+        return self.kill_all_sharers or process.oom_score_adj != OOM_SCORE_ADJ_MIN
 
     @staticmethod
     def unkillable(proc: Process, oc: OomControl) -> bool:
@@ -124,12 +127,12 @@ class Linux(Policy):
         if task is None or proc.oom_score_adj == OOM_SCORE_ADJ_MIN:
             return 0
         mm = task.mm
-        if self.rule("oom_mm_victims") and mm.oom_skip:     # 4.9: reaped or gone already
+        if self.oom_mm_victims and mm.oom_skip:     # 4.9: reaped or gone already
             return 0
-        if self.rule("skip_vfork") and proc.in_vfork:       # 4.8 b18dc5f291c0
+        if self.skip_vfork and proc.in_vfork:       # 4.8 b18dc5f291c0
             return 0
         points = mm.get_mm_rss() + mm.swapents + mm.nr_ptes + mm.nr_pmds
-        if self.rule("root_bonus") and proc.cap_sys_admin:
+        if self.root_bonus and proc.cap_sys_admin:
             points -= points * 3 // 100
         points += proc.oom_score_adj * (oc.totalpages // 1000)
         return points if points > 0 else 1
