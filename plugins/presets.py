@@ -14,7 +14,7 @@ from workbench.policy import hookimpl
 NO_REAPER = ()
 PATCH = ("oom-reaper",)
 V4_6 = PATCH + ("no-exiting-abort", "reap-queue-lifo", "clear-tif-memdie-after-reap",
-                "oom-reaper-report")
+                "oom-reaper-report", "gfp-flag-names")
 MODERN = V4_6 + (
     "clear-tif-memdie-after-give-up", "reclaim-retries-16", "down-write-killable",
     "skip-vfork", "kill-all-sharers", "task-will-free-mem-fortified", "mmf-oom-skip", "zap-details-dropped",
@@ -48,6 +48,10 @@ def _follow_ups(registry: object) -> None:
     add("oom-reaper-report", since="4.6", commit="mm, oom_reaper: report success/failure",
         doc='"oom_reaper: reaped process ..." and "oom_reaper: unable to reap pid:..."',
         kernel={"oom_reaper_report": True})
+    add("gfp-flag-names", since="4.6", commit="mm, printk: introduce new format string for flags",
+        doc='gfp masks in the OOM report and allocation failures carry their flag names: '
+            '"gfp_mask=0x24000c0(GFP_KERNEL)"',
+        kernel={"gfp_flag_names": True})
     add("clear-tif-memdie-after-give-up", since="4.7",
         commit="449d777d7ad6 mm, oom_reaper: clear TIF_MEMDIE for all tasks queued for "
                "oom_reaper",

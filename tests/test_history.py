@@ -30,8 +30,8 @@ def test_an_arm_adds_and_removes_follow_ups(tmp_path):
     reaper = arm.options["reaper"]
     assert reaper.queue == "slot" and str(reaper.delay) == "2s"
     assert reaper.after_reap == "exit_oom_victim" and not arm.pure_preset
-    assert arm.features == Features(oom_reaper_report=True)
-    assert arm.to_json()["kernel"] == {"oom_reaper_report": True}
+    assert arm.features == Features(oom_reaper_report=True, gfp_flag_names=True)
+    assert arm.to_json()["kernel"] == {"oom_reaper_report": True, "gfp_flag_names": True}
 
 
 def test_follow_ups_apply_in_catalogue_order_so_later_ones_win(tmp_path):
@@ -188,3 +188,19 @@ def test_wrong_futex_and_core_dump_steps_are_named(tmp_path, thread, message):
     with pytest.raises(ConfigError) as e:
         experiment(text, tmp_path)
     assert any(message in p for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize("preset, header, kill", [
+    ("patch", "gfp_mask=0x24000c0, order=0", "Killed process 3 (hog) total-vm:307200kB"),
+    ("v4.6", "gfp_mask=0x24000c0(GFP_KERNEL), order=0", "Killed process 3 (hog) total-vm"),
+    ("modern", "gfp_mask=0xcc0(GFP_KERNEL), order=0",
+     "Out of memory: Killed process 3 (hog) total-vm:307200kB"),
+])
+def test_the_report_is_worded_as_each_era_printed_it(run, preset, header, kill):
+    r = run(scenario("s", HOG), preset=preset)
+    assert header in r.first("oom_header")["msg"]
+    assert r.first("kill")["msg"].startswith(kill)
+    assert r.count("oom_cpuset") == (0 if preset == "modern" else 1)
+    if preset == "modern":
+        assert r.first("select_victim")["msg"].startswith("oom-kill:constraint=CONSTRAINT_NONE,")
+        assert "UID:1000 pgtables:" in r.first("kill")["msg"]

@@ -37,9 +37,10 @@ EVENTS: dict[str, str] = {
                      "| none (a memcg with nothing eligible) | nofs (4.7+: no kill for "
                      "!__GFP_FS).",
     "oom_header": "dump_header(): the 'invoked oom-killer' line.",
-    "oom_cpuset": "dump_header(): the cpuset line.",
+    "oom_cpuset": "dump_header(): the cpuset line (not under modern-oom-report).",
     "oom_meminfo": "dump_header(): the zone's free pages and watermarks (show_mem), no msg.",
-    "oom_dump_tasks": "dump_tasks(): the table's header row.",
+    "oom_dump_tasks": "dump_tasks(): the table's header row (modern-oom-report: two lines, "
+                      "'Tasks state ...' and the header, one event each).",
     "oom_dump_task": "dump_tasks(): one row per process with an mm.",
     "select_victim": "oom_kill_process(): 'Kill process ... score ... or sacrifice child' "
                      "(modern-oom-report: the 'oom-kill:constraint=...' line).",

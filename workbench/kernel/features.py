@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 class Features:
     # 4.6 "mm, oom_reaper: report success/failure": the reaper's two log lines.
     oom_reaper_report: bool = False
+    # 4.6 "mm, printk: introduce new format string for flags": gfp masks are printed
+    # with their flag names, "%#x(%pGg)".
+    gfp_flag_names: bool = False
     # 4.7 "mm, oom: rework oom detection": reclaim gives up after this many
     # rounds without progress (MAX_RECLAIM_RETRIES, also the memcg charge's
     # retries), and out_of_memory() is called for !__GFP_FS and returns at

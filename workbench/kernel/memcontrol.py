@@ -53,9 +53,16 @@ class MemCgroup:
     def margin(self) -> int:
         return max(0, self.limit - self.usage) if self.limit is not None else 1 << 62
 
-    def oom_info(self, p: Task | None) -> list[str]:
-        """mem_cgroup_print_oom_info() (swap and kmem accounting off)."""
+    def oom_info(self, p: Task | None, modern: bool = False) -> list[str]:
+        """mem_cgroup_print_oom_info() (swap and kmem accounting off); modern:
+        6.19's mem_cgroup_print_oom_meminfo() for cgroup v2 (the cgroups are on
+        the oom-kill: line instead), without the stats."""
         path = f"/{self.name}"
+        if modern:
+            return [f"memory: usage {kb(self.usage)}kB, limit {kb(self.limit)}kB, "
+                    f"failcnt {self.failcnt}",
+                    "swap: usage 0kB, limit 9007199254740988kB, failcnt 0",
+                    f"Memory cgroup stats for {path}:"]
         first = (f"Task in {path} killed as a result of limit of {path}" if p is not None
                  else f"Memory limit reached of cgroup {path}")
         limit = kb(self.limit)

@@ -261,16 +261,22 @@ class Ratelimit:
         return False
 
 
+def show_gfp(k: Kernel, mask: int) -> str:
+    """The mask as this kernel prints it (6.19's bit values under modern-oom-report)."""
+    return GFP.show(mask, k.features.gfp_flag_names, k.features.modern_oom_report)
+
+
 def dump_header(k: Kernel, oc: OomControl, p: Task | None) -> None:
     cur = oc.current
     ids = {"pid": cur.pid, "tgid": cur.tgid, "comm": cur.comm}
     k.log.emit("oom_header", **ids, gfp_mask=oc.gfp_mask, order=oc.order,
                oom_score_adj=cur.process.oom_score_adj,
-               msg=f"{cur.comm} invoked oom-killer: gfp_mask=0x{oc.gfp_mask:x}, "
+               msg=f"{cur.comm} invoked oom-killer: gfp_mask={show_gfp(k, oc.gfp_mask)}, "
                    f"order={oc.order}, oom_score_adj={cur.process.oom_score_adj}")
-    k.log.emit("oom_cpuset", **ids, msg=f"{cur.comm} cpuset=/ mems_allowed=0")
+    if not k.features.modern_oom_report:       # later on the oom-kill: summary line
+        k.log.emit("oom_cpuset", **ids, msg=f"{cur.comm} cpuset=/ mems_allowed=0")
     if oc.memcg is not None:
-        for line in oc.memcg.oom_info(p):
+        for line in oc.memcg.oom_info(p, k.features.modern_oom_report):
             k.log.emit("memcg_oom_info", memcg=oc.memcg.name, msg=line)
     else:
         z = k.zone
@@ -280,8 +286,15 @@ def dump_header(k: Kernel, oc: OomControl, p: Task | None) -> None:
 
 
 def dump_tasks(k: Kernel, oc: OomControl) -> None:
-    k.log.emit("oom_dump_tasks", msg="[ pid ]   uid  tgid total_vm      rss nr_ptes nr_pmds "
-                                     "swapents oom_score_adj name")
+    modern = k.features.modern_oom_report
+    if modern:
+        k.log.emit("oom_dump_tasks", msg="Tasks state (memory values in pages):")
+        k.log.emit("oom_dump_tasks", msg="[  pid  ]   uid  tgid total_vm      rss rss_anon "
+                                         "rss_file rss_shmem pgtables_bytes swapents "
+                                         "oom_score_adj name")
+    else:
+        k.log.emit("oom_dump_tasks", msg="[ pid ]   uid  tgid total_vm      rss nr_ptes "
+                                         "nr_pmds swapents oom_score_adj name")
     for proc in k.for_each_process():
         if proc.init or proc.kthread:
             continue
@@ -289,12 +302,19 @@ def dump_tasks(k: Kernel, oc: OomControl) -> None:
         if t is None or not oc.in_scope(t):
             continue
         mm = t.mm
+        if modern:
+            line = (f"[{t.pid:7d}] {proc.uid:5d} {proc.pid:5d} {mm.total_vm:8d} "
+                    f"{mm.get_mm_rss():8d} {mm.anon:8d} {mm.file:8d} {mm.shmem:9d} "
+                    f"{(mm.nr_ptes + mm.nr_pmds) * 4096:8d} {mm.swapents:8d}         "
+                    f"{proc.oom_score_adj:5d} {proc.comm}")
+        else:
+            line = (f"[{t.pid:5d}] {proc.uid:5d} {proc.pid:5d} {mm.total_vm:8d} "
+                    f"{mm.get_mm_rss():8d} {mm.nr_ptes:7d} {mm.nr_pmds:7d} "
+                    f"{mm.swapents:8d}         {proc.oom_score_adj:5d} {proc.comm}")
         k.log.emit("oom_dump_task", pid=t.pid, tgid=proc.pid, comm=proc.comm, uid=proc.uid,
                    total_vm=mm.total_vm, rss=mm.get_mm_rss(), nr_ptes=mm.nr_ptes,
                    nr_pmds=mm.nr_pmds, swapents=mm.swapents, oom_score_adj=proc.oom_score_adj,
-                   msg=f"[{t.pid:5d}] {proc.uid:5d} {proc.pid:5d} {mm.total_vm:8d} "
-                       f"{mm.get_mm_rss():8d} {mm.nr_ptes:7d} {mm.nr_pmds:7d} "
-                       f"{mm.swapents:8d}         {proc.oom_score_adj:5d} {proc.comm}")
+                   msg=line)
 
 
 # -- the OOM reaper (the seed) ------------------------------------------------------

@@ -182,8 +182,15 @@ async def __alloc_pages_may_oom(k: Kernel, task: Task, n: int, gfp: int) -> tupl
         oom_lock.unlock(task)
 
 
+def _failure_line(k: Kernel, task: Task, gfp: int) -> str:
+    line = f"{task.comm}: page allocation failure: order:0, mode:{oom_kill.show_gfp(k, gfp)}"
+    if k.features.modern_oom_report:      # 6.19 warn_alloc(): the nodemask and cpuset too
+        line += ", nodemask=(null),cpuset=/,mems_allowed=0"
+    return line
+
+
 def warn_alloc_failed(k: Kernel, task: Task, got: int, gfp: int) -> int:
     if not GFP.nowarn(gfp) and k.nopage_ratelimit.allow(k.clock.now):
         k.log.emit("alloc_fail", pid=task.pid, tgid=task.tgid, comm=task.comm, gfp_mask=gfp,
-                   order=0, msg=f"{task.comm}: page allocation failure: order:0, mode:0x{gfp:x}")
+                   order=0, msg=_failure_line(k, task, gfp))
     return got
