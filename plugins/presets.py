@@ -17,11 +17,11 @@ V4_6 = PATCH + ("no-exiting-abort", "reap-queue-lifo", "clear-tif-memdie-after-r
                 "oom-reaper-report", "gfp-flag-names")
 MODERN = V4_6 + (
     "clear-tif-memdie-after-give-up", "reclaim-retries-16", "down-write-killable",
-    "skip-vfork", "kill-all-sharers", "task-will-free-mem-fortified", "mmf-oom-skip", "zap-details-dropped",
-    "exit-mmap-sets-oom-skip", "alloc-oom-partial-reserves", "no-root-bonus",
-    "no-post-kill-sleep", "memcg-oom-in-charge-path", "memory-oom-group", "reap-queued-once",
-    "no-child-sacrifice", "modern-oom-report", "no-pagefault-oom", "reap-mlocked", "oom-reaper-delay",
-    "reap-top-down")
+    "skip-vfork", "kill-all-sharers", "task-will-free-mem-fortified", "mmf-oom-skip",
+    "zap-details-dropped", "exit-mmap-sets-oom-skip", "alloc-oom-partial-reserves",
+    "no-root-bonus", "no-post-kill-sleep", "memcg-oom-in-charge-path", "memory-oom-group",
+    "reap-queued-once", "no-child-sacrifice", "modern-oom-report", "no-pagefault-oom",
+    "reap-mlocked", "oom-reaper-delay", "reap-top-down")
 
 
 def _follow_ups(registry: object) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workbench.kernel.oom_kill import find_lock_task_mm, process_shares_mm, task_will_free_mem
+from workbench.kernel.oom_kill import (OOM_SCORE_ADJ_MIN, find_lock_task_mm, process_shares_mm,
+                                       task_will_free_mem)
 from workbench.kernel.sched import Process
 from workbench.policy import ABORT, OomControl, Policy, Victim, hookimpl
-
-OOM_SCORE_ADJ_MIN = -1000
 
 
 class LinuxOptions(BaseModel):

@@ -20,6 +20,8 @@ def test_each_preset_extends_the_one_before_it():
     assert presets["patch"].follow_ups == ("oom-reaper",)
     assert presets["v4.6"].follow_ups[:1] == ("oom-reaper",)
     assert set(presets["v4.6"].follow_ups) < set(presets["modern"].follow_ups)
+    # 6.19 has every follow-up, listed in catalogue (mainline) order
+    assert presets["modern"].follow_ups == tuple(load_plugins().registry.follow_ups)
 
 
 def test_an_arm_adds_and_removes_follow_ups(tmp_path):

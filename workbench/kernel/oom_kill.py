@@ -17,10 +17,10 @@ from trio.lowlevel import current_task
 from workbench.kernel import fork, memory, signal
 from workbench.kernel import gfp as GFP
 from workbench.kernel.mm import MmStruct
-from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_UNINTERRUPTIBLE,
-                                    Process, Task)
+from workbench.kernel.sched import (TASK_DEAD, TASK_INTERRUPTIBLE, TASK_KILLABLE,
+                                    TASK_UNINTERRUPTIBLE, Process, Task)
 from workbench.policy import ABORT, OomControl, ReapWork, Victim
-from workbench.units import kb
+from workbench.units import kb, seconds
 
 if TYPE_CHECKING:
     from workbench.kernel.core import Kernel
@@ -52,7 +52,7 @@ def will_free_mem(k: Kernel, task: Task, current: bool) -> bool:
         if proc.core_dumping:                  # sig->core_state
             return False
         return proc.group_exit or (proc.live_threads == 1 and all(
-            t.exiting for t in proc.threads if t.state != "X"))
+            t.exiting for t in proc.threads if t.state != TASK_DEAD))
 
     return all(dying(p) for p in k.for_each_process() if p is task.process
                or process_shares_mm(p, mm))
@@ -340,7 +340,7 @@ def wake_oom_reaper(k: Kernel, mm: MmStruct, task: Task) -> None:
     work = ReapWork(mm, task)
     delay = k.policies.reaper_delay(work)
     if delay:
-        k.log.emit("reaper_timer", **ids, delay_s=delay / 1e9)
+        k.log.emit("reaper_timer", **ids, delay_s=seconds(delay))
         k.reaper_timers.add(work)
         k.spawn(_reaper_timer, k, work, k.clock.now + delay)
     else:

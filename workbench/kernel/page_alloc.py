@@ -135,7 +135,7 @@ async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int
         no_progress_loops = 0 if progress else no_progress_loops + 1
         if progress or should_reclaim_retry(k, n - got, mark, no_progress_loops):
             continue
-        granted, progress = await __alloc_pages_may_oom(k, task, n - got, gfp)
+        granted, progress = await __alloc_pages_may_oom(k, task, _want(task, n, got), gfp)
         got += granted
         if got == n:
             return got
