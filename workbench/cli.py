@@ -1,4 +1,4 @@
-"""The command line: workbench run | validate | plugins.
+"""The command line: workbench run | validate | plugins | report | dmesg.
 
 argparse, from the standard library: subcommands, `--seed N` given several
 times, and exit status 2 for bad usage out of the box, which is the
@@ -108,6 +108,17 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list plugins, policies and presets")
     plugins.set_defaults(command=cmd_plugins)
+
+    report = sub.add_parser("report", help="the run table again, from a run directory's logs")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.set_defaults(command=cmd_report)
+
+    dmesg = sub.add_parser("dmesg", help="a run's log as the kernel printed it")
+    dmesg.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    dmesg.add_argument("--scenario", metavar="NAME", help="only this scenario")
+    dmesg.add_argument("--arm", metavar="NAME", help="only this arm")
+    dmesg.add_argument("--seed", type=_seed, metavar="N", help="only this seed")
+    dmesg.set_defaults(command=cmd_dmesg)
     return p
 
 
@@ -206,6 +217,46 @@ def cmd_validate(args: argparse.Namespace, plugins: Plugins, parser: argparse.Ar
     print(f"{args.config}: ok: {len(exp.scenarios)} scenarios x {len(exp.arms)} arms x "
           f"{len(exp.seeds)} seeds = {runs} runs")
     return EXIT_OK
+
+
+def _run_logs(run_dir: Path) -> tuple[list, bool]:
+    """The readable logs of run_dir; each unreadable one is named on stderr."""
+    from workbench.logs import read_run_dir
+    runs, problems = read_run_dir(run_dir)
+    for problem in problems:
+        print(f"workbench: {problem}", file=sys.stderr)
+    return runs, not problems
+
+
+def cmd_report(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
+    """Every run's summary and outcome recomputed from its events alone."""
+    from workbench import report
+    runs, complete = _run_logs(args.run_dir)
+    table = report.Table(sys.stdout)
+    for run in runs:
+        Interrupt.check()
+        table.row(run)
+    if runs:
+        table.end(args.run_dir)
+    failed = any(r.summary["outcome"] == "error" or r.summary["expect_failed"] for r in runs)
+    return EXIT_FAILED if failed or not complete else EXIT_OK
+
+
+def cmd_dmesg(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
+    from workbench.logs import kernel_log
+    runs, complete = _run_logs(args.run_dir)
+    chosen = [r for r in runs if (args.scenario in (None, r.scenario) and args.arm in (None, r.arm)
+                                  and args.seed in (None, r.seed))]
+    if runs and not chosen:
+        known = sorted({f"{r.scenario} / {r.arm} / seed {r.seed}" for r in runs})
+        parser.error(f"no run matches (runs: {'; '.join(known[:20])}"
+                     f"{' ...' if len(known) > 20 else ''})")
+    for i, run in enumerate(chosen):
+        if len(chosen) > 1:
+            print(f"{'' if i == 0 else chr(10)}==> {run.scenario} / {run.arm} / seed {run.seed} <==")
+        for line in kernel_log(run):
+            print(line)
+    return EXIT_OK if complete else EXIT_FAILED
 
 
 def cmd_plugins(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
