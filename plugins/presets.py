@@ -20,7 +20,8 @@ MODERN = V4_6 + (
     "skip-vfork", "kill-all-sharers", "task-will-free-mem-fortified", "mmf-oom-skip",
     "zap-details-dropped", "exit-mmap-sets-oom-skip", "alloc-oom-partial-reserves",
     "no-root-bonus", "no-post-kill-sleep", "memcg-oom-in-charge-path", "memory-oom-group",
-    "reap-queued-once", "no-child-sacrifice", "modern-oom-report", "no-pagefault-oom",
+    "reap-queued-once", "no-child-sacrifice", "modern-oom-report", "signed-badness",
+    "no-pagefault-oom",
     "reap-mlocked", "oom-reaper-delay", "reap-top-down")
 
 
@@ -124,6 +125,11 @@ def _follow_ups(registry: object) -> None:
     add("modern-oom-report", since="5.x", commit="oom report reorganised",
         doc='the "oom-kill:constraint=..." line, "Killed process ... UID pgtables oom_score_adj"',
         kernel={"modern_oom_report": True})
+    add("signed-badness", since="5.9",
+        commit="9066e5cfb73c mm, oom: make the calculation of oom badness more accurate",
+        doc="badness is a signed score: a process at 0 or below is still chosen over one "
+            "lower, not scored 1",
+        options={"victim": {"signed_badness": True}})
     add("no-pagefault-oom", since="5.16",
         commit="60e2793d440a mm, oom: do not trigger out_of_memory from the #PF",
         doc="a failed user fault retries instead of invoking the global OOM killer",

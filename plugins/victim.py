@@ -27,6 +27,8 @@ class LinuxOptions(BaseModel):
     kill_all_sharers: bool = Field(False, description="kill every process sharing the mm, "
                                    "OOM_SCORE_ADJ_MIN ones too; kthreads and init are never "
                                    "killed (4.8)")
+    signed_badness: bool = Field(False, description="badness is a signed score that may be 0 "
+                                 "or less and still be chosen, not at least 1 (5.9)")
 
 
 class Linux(Policy):
@@ -86,7 +88,9 @@ class Linux(Policy):
                     continue
                 return ABORT
             points = self.badness(proc, oc)
-            if not points or points < chosen_points:      # a tie goes to the later one
+            if points is None or (not self.signed_badness and not points):
+                continue                                    # LONG_MIN, or 0 before 5.9
+            if chosen is not None and points < chosen_points:   # a tie goes to the later one
                 continue
             chosen, chosen_points = proc, points
         return Victim(find_lock_task_mm(chosen), chosen_points) if chosen is not None else None
@@ -102,7 +106,7 @@ class Linux(Policy):
             if process_shares_mm(child, victim.task.mm):
                 continue
             points = self.badness(child, oc)
-            if points > best_points:
+            if points is not None and points > best_points:
                 best, best_points = Victim(find_lock_task_mm(child), points), points
         return best
 
@@ -117,24 +121,27 @@ class Linux(Policy):
         """oom_unkillable_task(): init, kthreads, tasks outside the memcg."""
         return proc.init or proc.kthread or (oc.memcg is not None and proc.cgroup is not oc.memcg)
 
-    def badness(self, proc: Process, oc: OomControl) -> int:
+    def badness(self, proc: Process, oc: OomControl) -> int | None:
         """oom_badness(): rss + swap entries + page tables, 3% off for
-        CAP_SYS_ADMIN, oom_score_adj in thousandths of totalpages, at least 1."""
+        CAP_SYS_ADMIN, oom_score_adj in thousandths of totalpages, at least 1;
+        0 for an ineligible process.  With signed_badness (5.9) the score may
+        be 0 or less, and an ineligible process is None (LONG_MIN)."""
+        none = None if self.signed_badness else 0
         if self.unkillable(proc, oc):
-            return 0
+            return none
         task = find_lock_task_mm(proc)
         if task is None or proc.oom_score_adj == OOM_SCORE_ADJ_MIN:
-            return 0
+            return none
         mm = task.mm
         if self.oom_mm_victims and mm.oom_skip:     # 4.9: reaped or gone already
-            return 0
+            return none
         if self.skip_vfork and proc.in_vfork:       # 4.8 b18dc5f291c0
-            return 0
+            return none
         points = mm.get_mm_rss() + mm.swapents + mm.nr_ptes + mm.nr_pmds
         if self.root_bonus and proc.cap_sys_admin:
             points -= points * 3 // 100
         points += proc.oom_score_adj * (oc.totalpages // 1000)
-        return points if points > 0 else 1
+        return points if points > 0 or self.signed_badness else 1
 
 
 class Linux45(Linux):

@@ -183,6 +183,8 @@ def test_a_wrong_vfork_step_is_named(tmp_path, program, extra, message):
     ('program = [{ futex_unlock = "f" }]', "futex_unlock: 'f' is not held here"),
     ('program = [{ futex_lock = "f" }, { futex_lock = "f" }]', "'f' is already held here"),
     ('program = [{ lock = "m" }, { core_dump = "core" }]', "release the locks first"),
+    ('program = [{ futex_lock = "f", robust = true }]',
+     "program[0].robust: a robust mutex goes on the thread's robust list"),
 ])
 def test_wrong_futex_and_core_dump_steps_are_named(tmp_path, thread, message):
     text = scenario("s", '[[process]]\nname = "p"\n[[process.vma]]\nname = "heap"\nkind = "anon"\n'
@@ -206,3 +208,30 @@ def test_the_report_is_worded_as_each_era_printed_it(run, preset, header, kill):
     if preset == "modern":
         assert r.first("select_victim")["msg"].startswith("oom-kill:constraint=CONSTRAINT_NONE,")
         assert "UID:1000 pgtables:" in r.first("kill")["msg"]
+
+
+def test_only_robust_mutexes_are_marked_owner_died(run):
+    """A thread's robust list holds only the PTHREAD_MUTEX_ROBUST mutexes it took."""
+    holder = process("holder", heap="4MiB", threads=[("main", [
+        '{ futex_lock = "r", robust = true }', '{ futex_lock = "p" }', '{ sleep = "10ms" }'])]
+    ).replace('name = "main"', 'name = "main"\nrobust_list = "heap"')
+    waiters = [process(f"w{m}", program=['{ sleep = "1ms" }', f'{{ futex_lock = "{m}" }}',
+                                         f'{{ futex_unlock = "{m}" }}']) for m in "rp"]
+    r = run(scenario("s", holder, *waiters, stall="1s"))
+    assert [e["futex"] for e in r.of("robust_list")] == ["r"]
+    assert r.first("futex_owner_died")["comm"] == "wr"
+    assert r.summary["outcome"] == "hang"                   # wp sleeps for ever
+
+
+def test_from_5_9_a_negative_badness_still_picks_the_biggest(run):
+    """-900 each: clamped to 1 before 5.9, a tie the later process wins in the
+    per-process scan; 5.9's signed scores rank them (mm/oom_kill.c oom_badness(), 6.19)."""
+    def hog(name, size):
+        return process(name, heap=size, resident=size, program=['{ sleep = "5s" }'],
+                       extra="oom_score_adj = -900")
+    alloc = process("alloc", heap="600MiB", program=['{ alloc = "600MiB", vma = "heap" }'],
+                    extra='oom_score_adj = -1000\nstart = "100ms"')
+    text = scenario("s", hog("big", "500MiB"), hog("small", "100MiB"), alloc, memory="1GiB")
+    assert run(text, preset="modern").summary["killed"] == ["big"]
+    clamped = run(text, preset="modern", arm={"follow_ups": ["-signed-badness"]})
+    assert clamped.summary["killed"][0] == "small"

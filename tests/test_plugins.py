@@ -102,7 +102,7 @@ def test_unknown_names_list_the_known_ones(tmp_path):
 @pytest.mark.parametrize("policy, problem", [
     ("broken", "policy 'broken' (workbench_select_bad_process): RuntimeError: boom"),
     ("wrong", "policy 'wrong' (workbench_select_bad_process): returned 'the big one', "
-              "expected a Victim of a live task in scope (points an int from 1 to 2**63-1), ABORT or None"),
+              "expected a Victim of a live task in scope (points an int from -2**63 to 2**63-1), ABORT or None"),
 ])
 def test_a_policy_that_raises_or_answers_wrongly_ends_the_run_with_error(run, policy, problem):
     r = run(HOG_AND_SLEEPERS, arm={"victim": policy}, plugins=[ThirdParty()])

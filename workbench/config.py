@@ -214,6 +214,7 @@ class MmapUnlockStep(_Model):
 
 class FutexLockStep(_Model):
     futex_lock: str = Field(min_length=1)
+    robust: bool = False              # PTHREAD_MUTEX_ROBUST: on the thread's robust list
 
 
 class FutexUnlockStep(_Model):

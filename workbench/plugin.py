@@ -347,9 +347,9 @@ class RunPolicies:
 WRONG = object()
 """What a clean function returns for an answer that breaks the contract."""
 
-# oom_badness() is an unsigned long of pages; 0 means "not eligible", and the log
-# holds it as a signed 64-bit integer.
-_POINTS = "points an int from 1 to 2**63-1"
+# oom_badness() was an unsigned long of pages, at least 1, until 5.9 made it a
+# signed long; the log holds it as a signed 64-bit integer.
+_POINTS = "points an int from -2**63 to 2**63-1"
 
 
 def _bool(r: Any) -> bool | object:
@@ -402,7 +402,7 @@ def _victim(r: Any, oc: Any) -> Victim | object:
     if not isinstance(r, Victim):
         return WRONG
     task, points = r.task, r.points
-    if (_is_int(points, 1, INT64_MAX) and isinstance(task, Task) and task.state != TASK_DEAD
+    if (_is_int(points, -INT64_MAX - 1, INT64_MAX) and isinstance(task, Task) and task.state != TASK_DEAD
             and task.mm is not None and task.mm.k is oc._kernel and oc.in_scope(task)
             and not task.process.kthread and not task.process.init):
         return Victim(task, points)

@@ -201,6 +201,11 @@ async def _thread(k: Kernel, task: Task, steps: tuple) -> None:
     task.trio_task = trio.lowlevel.current_task()
     with task.signal_scope:
         await program.run(k, task, steps)
+    if task.fatal_signal_pending():
+        # Signal delivery on the way back to user space: meanwhile other CPUs
+        # run - the OOM reaper just woken, say - so who gets to the mm first
+        # is the order Trio runs this instant's tasks in, chosen by the seed.
+        await trio.lowlevel.checkpoint()
     kexit.release_held_locks(k, task)
     await kexit.do_exit(k, task)
 

@@ -1,10 +1,12 @@
 """Robust futexes (kernel/futex.c exit_robust_list(), 4.5).
 
 A `futex_lock` step takes a pthread mutex that lives in shared memory: user
-space, so a thread that dies holding it does not release it.  A thread whose
-struct pthread sits in one of its VMAs (`robust_list = "VMA"`) has a robust
-list: at exit, mm_release() walks it and marks each mutex it holds
-OWNER_DIED, so the first waiter gets it with EOWNERDEAD.  The list is read
+space, so a thread that dies holding it does not release it.  A mutex locked
+with `robust = true` (PTHREAD_MUTEX_ROBUST) goes on the thread's robust list,
+whose head sits in the thread's struct pthread, in the VMA `robust_list`
+names: at exit, mm_release() walks the list and marks each such mutex it
+still holds OWNER_DIED, so the first waiter gets it with EOWNERDEAD.  Plain
+mutexes are not on the list: their waiters sleep for ever.  The list is read
 from user memory: if the OOM reaper has already zapped that VMA, the kernel
 reads a fresh zero page (no MMF_UNSTABLE before 4.9; from 4.9 the read fails)
 and finds no list - the waiters sleep for ever.  That is why 5.18 delays the
@@ -30,13 +32,14 @@ class Futex:
         self.name = name
         self.owner: Task | None = None
         self.owner_died = False
+        self.robust = False                      # held as PTHREAD_MUTEX_ROBUST
         self._waiters = WaitQueue(k)
 
-    async def lock(self, task: Task) -> bool:
+    async def lock(self, task: Task, robust: bool = False) -> bool:
         """pthread_mutex_lock(); False if a fatal signal ended the wait."""
         what = f"futex:{self.name}"
         if self.owner is None:
-            self._take(task)
+            self._take(task, robust)
             return True
         since = self.k.clock.now
         lost = False
@@ -46,12 +49,13 @@ class Futex:
                 break
             lost = True
         if woken:
-            self._take(task)
+            self._take(task, robust)
         self.k.lock_waited(task, what, since, woken)
         return woken
 
-    def _take(self, task: Task) -> None:
+    def _take(self, task: Task, robust: bool) -> None:
         self.owner = task
+        self.robust = robust
         task.futexes.append(self)
         if self.owner_died:                      # EOWNERDEAD: the state is the new owner's
             self.owner_died = False
@@ -74,8 +78,8 @@ def exit_robust_list(k: Kernel, task: Task) -> None:
     vma = task.robust_list
     for futex in list(task.futexes):
         ids = {"pid": task.pid, "tgid": task.tgid, "comm": task.comm, "futex": futex.name}
-        if vma is None:
-            continue                             # not robust: held by a dead thread for ever
+        if not futex.robust or vma is None:
+            continue                             # not on the list: held by a dead thread
         if vma.reaped:
             k.log.emit("robust_list", **ids, vma=vma.name, result="lost")
             continue

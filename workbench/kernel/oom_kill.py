@@ -198,7 +198,9 @@ def oom_kill_memcg_members(k: Kernel, oc: OomControl, group: MemCgroup, victim: 
     k.log.emit("oom_group_kill", memcg=group.name,
                msg=f"Tasks in /{group.name} are going to be killed due to memory.oom.group set")
     for proc in list(k.for_each_process()):
-        if (proc.cgroup is not group or proc is victim.process or proc.kthread or proc.init
+        # (6.19 visits the victim and its killed sharers again, printing a
+        # second "Killed process" for each; they are killed once here.)
+        if (proc.cgroup is not group or proc.group_exit or proc.kthread or proc.init
                 or proc.oom_score_adj == OOM_SCORE_ADJ_MIN):
             continue
         task = find_lock_task_mm(proc)

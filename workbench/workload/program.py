@@ -159,12 +159,13 @@ class MmapUnlock:
 @dataclass(frozen=True)
 class FutexLock:
     name: str
+    robust: bool
 
     async def run(self, k: Kernel, task: Task) -> None:
-        await k.futex(self.name).lock(task)
+        await k.futex(self.name).lock(task, self.robust)
 
     def to_json(self) -> dict[str, Any]:
-        return {"futex_lock": self.name}
+        return {"futex_lock": self.name, "robust": self.robust}
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,10 @@ class _Processes:
             if t.robust_list is not None and t.robust_list not in vma_sizes:
                 problem(f"{where}.thread[{j}].robust_list",
                         f"no vma named {t.robust_list!r} in this process's mm")
+            if steps.robust_locks and t.robust_list is None:
+                problem(steps.robust_locks[0], "a robust mutex goes on the thread's robust "
+                        "list: give the thread robust_list = \"VMA\" (where its struct "
+                        "pthread is)")
             threads.append(ThreadSpec(t.name, program, t.robust_list))
         return ProcessSpec(
             name=name, start_ns=p.start.to_ns(hz), start_jitter_ns=p.start_jitter.to_ns(hz),
@@ -344,6 +348,7 @@ class _Steps:
         self.depth = 0
         self.too_deep = False
         self.vforks: list[tuple[str, str]] = []   # (child, key path) of its vfork steps
+        self.robust_locks: list[str] = []          # key paths of its robust futex_locks
 
     def resolve(self, steps: list, path: str) -> tuple:
         held: list = []
@@ -409,7 +414,9 @@ class _Steps:
                 self.problem(f"{path}.futex_lock", f"{s.futex_lock!r} is already held here: a "
                                                    "self-deadlock")
             held.append(key)
-            return P.FutexLock(s.futex_lock)
+            if s.robust:
+                self.robust_locks.append(f"{path}.robust")
+            return P.FutexLock(s.futex_lock, s.robust)
         if isinstance(s, C.FutexUnlockStep):
             key = f"futex:{s.futex_unlock}"
             if key not in held:
