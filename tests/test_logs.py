@@ -73,3 +73,11 @@ def test_dmesg_of_several_runs_heads_each_and_refuses_an_unknown_one(tmp_path, c
         assert e.code == 2
     assert "no run matches (runs: s / patch / seed 1; s / patch / seed 2)" in \
         capsys.readouterr().err
+
+
+def test_several_arms_end_the_table_with_a_cell_per_scenario_and_arm(tmp_path, capsys):
+    out, printed = _run(tmp_path, capsys, presets=("no-reaper", "patch"))
+    assert re.search(r"^by scenario and arm +no-reaper +patch$", printed, re.M)
+    assert re.search(r"^s +recovered k1 +recovered k1$", printed, re.M)
+    assert cli.main(["report", str(out)]) == 0
+    assert "by scenario and arm" in capsys.readouterr().out

@@ -196,7 +196,7 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
         where = "--out" if args.out else f"{args.config}: out"
         print(f"workbench: {where}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    table = report.Table(sys.stdout)
+    table = report.Table(sys.stdout, [a.name for a in arms])
     try:
         results, manifest = run_all(exp, scenarios, arms, seeds, out, plugins.describe(),
                                     args.jobs, table.row)

@@ -1,4 +1,5 @@
-"""The table `workbench run` prints: scenario x arm x seed -> what happened."""
+"""The table `workbench run` prints: scenario x arm x seed -> what happened; with
+several arms, then one cell per scenario and arm over the seeds."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ COLUMNS = (("scenario", 26), ("arm", 12), ("seed", 5), ("outcome", 10), ("kills"
 
 
 class Table:
-    def __init__(self, out: TextIO):
+    def __init__(self, out: TextIO, arms: list[str] | None = None):
         self.out = out
+        self.arms = arms or []                 # the matrix's column order (else as met)
         self.failures: list[str] = []
         self.notes: list[str] = []
         self.rows = 0
+        self.cells: dict[str, dict[str, list[dict[str, Any]]]] = {}   # scenario -> arm -> runs
 
     def row(self, result: Any) -> None:
         if self.rows == 0:
             self._line([name for name, _ in COLUMNS])
         self.rows += 1
         s = result.summary
+        self.cells.setdefault(result.scenario, {}).setdefault(result.arm, []).append(s)
         failed = s["expect_failed"]
         if s["outcome"] == "error":
             failed = failed + [f"error: {e}" for e in s["errors"]]
@@ -38,6 +42,7 @@ class Table:
                               f"{who}: a fault past the end of the VMA killed it")
 
     def end(self, out_dir: Path) -> None:
+        self._matrix()
         if self.notes:
             print("", file=self.out)
             for n in self.notes:
@@ -48,9 +53,36 @@ class Table:
                 print(f"  {f}", file=self.out)
         print(f"\n{self.rows} runs; logs in {out_dir}/", file=self.out)
 
+    def _matrix(self) -> None:
+        """Scenario x arm, each cell the outcomes and kills over the seeds."""
+        arms = list(dict.fromkeys(self.arms + [a for by_arm in self.cells.values()
+                                               for a in by_arm]))
+        if len(arms) < 2:
+            return
+        title = "by scenario and arm"
+        width = max(len(title), *(len(s) for s in self.cells)) + 2
+        print(f"\n{title:<{width}}" + "".join(f"{a:<22}" for a in arms).rstrip(),
+              file=self.out)
+        for scenario in sorted(self.cells):
+            by_arm = self.cells[scenario]
+            cells = [_cell(by_arm.get(a, [])) for a in arms]
+            print(f"{scenario:<{width}}" + "".join(f"{c:<22}" for c in cells).rstrip(),
+                  file=self.out)
+
     def _line(self, cells: list[str]) -> None:
         print("  ".join(c.ljust(w) for c, (_, w) in zip(cells, COLUMNS)).rstrip(), file=self.out,
               flush=True)
+
+
+def _cell(runs: list[dict[str, Any]]) -> str:
+    """"recovered k1", "lockup/recovered k1-3", with FAIL if an expectation failed."""
+    if not runs:
+        return "-"
+    outcomes = "/".join(sorted({r["outcome"] for r in runs}))
+    kills = sorted({r["kills"] for r in runs})
+    text = f"{outcomes} k{kills[0]}" + (f"-{kills[-1]}" if len(kills) > 1 else "")
+    return text + (" FAIL" if any(r["expect_failed"] or r["outcome"] == "error" for r in runs)
+                   else "")
 
 
 def _seconds(value: float | None) -> str:
