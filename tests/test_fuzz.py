@@ -191,6 +191,7 @@ MACHINE_OPTIONS = {
 MMAP = ("mmap_sem",)      # the mm's mmap_sem among a program's held locks (not a name)
 # Lock names are any string: "mmap_sem" and "oom_lock" are the kernel's own names too.
 LOCK_NAMES = ["i_mutex", "a", "b", "mmap_sem", "oom_lock", "", "\u00e9 1"]
+FUTEX_NAMES = ["shm", "a", "\u00e9"]
 ALLOC_GFP = ["GFP_KERNEL", "GFP_HIGHUSER_MOVABLE", "GFP_NOFS", "GFP_NOIO", "GFP_USER",
              "GFP_KERNEL|__GFP_NORETRY", "GFP_KERNEL|__GFP_NOFAIL", "GFP_KERNEL | __GFP_NOWARN"]
 KALLOC_GFP = ALLOC_GFP + ["GFP_ATOMIC", "GFP_NOWAIT", "GFP_ATOMIC|__GFP_NOMEMALLOC"]
@@ -234,6 +235,8 @@ def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set) -> list[dict]
         kinds += ["sleep", "lock", "kalloc", "kfree"]
         if ctx.has_mm and MMAP not in held:
             kinds.append("mmap")
+        if ctx.has_mm:
+            kinds.append("futex")
         if depth < 2 and budget >= 2:
             kinds.append("repeat")
         kinds.append("exit")
@@ -272,6 +275,20 @@ def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set) -> list[dict]
                                {"lock": name}, {"unlock": name})
             steps += pair
             budget -= len(pair)
+        elif kind == "futex":
+            free = [n for n in FUTEX_NAMES if f"futex:{n}" not in held]
+            if not free or budget < 2:
+                continue
+            name = draw(st.sampled_from(free))
+            lock: dict[str, Any] = {"futex_lock": name}
+            if ctx.vmas and draw(st.booleans()):
+                lock["robust"] = True           # the thread then gets a robust_list
+            pair = draw_locked(draw, ctx, budget, depth, held | {f"futex:{name}"}, lock,
+                               {"futex_unlock": name})
+            if depth == 0 and draw(st.integers(0, 2)) == 0:
+                pair = pair[:-1]                # held at exit: robust or not
+            steps += pair
+            budget -= len(pair)
         elif kind == "mmap":
             if budget < 2:
                 continue
@@ -285,7 +302,8 @@ def draw_block(draw, ctx: Ctx, budget: int, depth: int, held: set) -> list[dict]
             body += draw_block(draw, ctx, draw(st.integers(0, min(2, budget - 1))), depth + 1,
                                held)
             body = draw(st.permutations(body)) if not any(
-                k in s for s in body for k in ("lock", "unlock", "mmap_lock", "mmap_unlock")) \
+                k in s for s in body for k in ("lock", "unlock", "mmap_lock", "mmap_unlock",
+                                                "futex_lock", "futex_unlock")) \
                 else body
             steps.append({"repeat": draw(st.integers(1, 4)), "do": body})
             budget -= 1 + len(body)
@@ -444,8 +462,11 @@ def scenarios(draw, name: str) -> dict[str, Any]:
                     st.booleans())                  # not inside an mmap_lock pair
                 program.insert(int(after_first), {"alloc": size_text(draw, vmas[vma]),
                                                   "vma": vma})
-            threads.append({"name": odd_name(draw, ["main", "worker", "writer"][t]),
-                            "program": program})
+            thread = {"name": odd_name(draw, ["main", "worker", "writer"][t]),
+                      "program": program}
+            if _robust(program):
+                thread["robust_list"] = draw(st.sampled_from(sorted(vmas)))
+            threads.append(thread)
         p["thread"] = threads
         if count:
             p["count"] = count
@@ -456,8 +477,13 @@ def scenarios(draw, name: str) -> dict[str, Any]:
     return scen
 
 
+def _robust(steps: list) -> bool:
+    return any(s.get("robust") or _robust(s.get("do", [])) for s in steps)
+
+
 OUTCOME_NAMES = ["error", "panic", "lockup", "hang", "recovered", "no-oom"]
-ARMS = [{"name": "patch", "preset": "patch"}, {"name": "no-reaper", "preset": "no-reaper"}]
+ARMS = [{"name": "patch", "preset": "patch"}, {"name": "no-reaper", "preset": "no-reaper"},
+        {"name": "v4.6", "preset": "v4.6"}, {"name": "modern", "preset": "modern"}]
 
 
 @st.composite
@@ -466,7 +492,8 @@ def bundles(draw, max_scenarios: int = 2) -> dict[str, Any]:
     names = draw(st.lists(st.sampled_from(["s01", "s02", "hog", "lock.y", "a+b", "x_1"]),
                           min_size=1, max_size=max_scenarios, unique=True))
     scens = [draw(scenarios(n)) for n in names]
-    arms = draw(st.sampled_from([[ARMS[0]], [ARMS[1]], ARMS, ARMS[::-1]]))
+    arms = draw(st.sampled_from([[ARMS[0]], [ARMS[1]], [ARMS[3]], ARMS[:2], ARMS[2:], ARMS,
+                                 ARMS[::-1]]))
     arms = [dict(a) for a in arms]
     for arm in arms:
         if arm["preset"] == "patch" and draw(st.integers(0, 3)) == 0:

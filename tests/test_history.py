@@ -185,6 +185,8 @@ def test_a_wrong_vfork_step_is_named(tmp_path, program, extra, message):
     ('program = [{ lock = "m" }, { core_dump = "core" }]', "release the locks first"),
     ('program = [{ futex_lock = "f", robust = true }]',
      "program[0].robust: a robust mutex goes on the thread's robust list"),
+    ('program = [{ core_dump = "core" }]\n[[process.thread]]\nname = "t2"',
+     "core dumps are modelled for single-threaded processes only"),
 ])
 def test_wrong_futex_and_core_dump_steps_are_named(tmp_path, thread, message):
     text = scenario("s", '[[process]]\nname = "p"\n[[process.vma]]\nname = "heap"\nkind = "anon"\n'

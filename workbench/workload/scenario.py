@@ -267,6 +267,9 @@ class _Processes:
             if t.robust_list is not None and t.robust_list not in vma_sizes:
                 problem(f"{where}.thread[{j}].robust_list",
                         f"no vma named {t.robust_list!r} in this process's mm")
+            if steps.core_dumps and len(p.thread) > 1:
+                problem(steps.core_dumps[0], "core dumps are modelled for single-threaded "
+                        "processes only (the other threads would wait in exit_mm())")
             if steps.robust_locks and t.robust_list is None:
                 problem(steps.robust_locks[0], "a robust mutex goes on the thread's robust "
                         "list: give the thread robust_list = \"VMA\" (where its struct "
@@ -349,6 +352,7 @@ class _Steps:
         self.too_deep = False
         self.vforks: list[tuple[str, str]] = []   # (child, key path) of its vfork steps
         self.robust_locks: list[str] = []          # key paths of its robust futex_locks
+        self.core_dumps: list[str] = []            # key paths of its core_dump steps
 
     def resolve(self, steps: list, path: str) -> tuple:
         held: list = []
@@ -428,6 +432,7 @@ class _Steps:
             if held:
                 self.problem(f"{path}.core_dump", "a core dump happens on the way to exit: "
                                                   "release the locks first")
+            self.core_dumps.append(f"{path}.core_dump")
             return P.CoreDump(s.core_dump)
         if isinstance(s, C.PipeReadStep):
             return P.PipeRead(s.pipe_read, s.gfp, s.rate or 0)
