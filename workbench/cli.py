@@ -1,4 +1,4 @@
-"""The command line: workbench run | validate | plugins | report | dmesg.
+"""The command line: workbench run | validate | plugins | report | compare | dmesg.
 
 argparse, from the standard library: subcommands, `--seed N` given several
 times, and exit status 2 for bad usage out of the box, which is the
@@ -112,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="the run table again, from a run directory's logs")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     report.set_defaults(command=cmd_report)
+
+    compare = sub.add_parser("compare", help="arms side by side over the seeds, from the logs")
+    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--baseline", metavar="ARM", help="the arm the others are compared "
+                         "with (default: the first arm of the first run directory)")
+    compare.add_argument("--format", choices=("table", "markdown", "csv", "json"),
+                         default="table")
+    compare.set_defaults(command=cmd_compare)
 
     dmesg = sub.add_parser("dmesg", help="a run's log as the kernel printed it")
     dmesg.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -240,6 +248,35 @@ def cmd_report(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argu
         table.end(args.run_dir)
     failed = any(r.summary["outcome"] == "error" or r.summary["expect_failed"] for r in runs)
     return EXIT_FAILED if failed or not complete else EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
+    from workbench import compare
+    runs, complete = [], True
+    for run_dir in args.run_dirs:
+        found, ok = _run_logs(run_dir)
+        runs += found
+        complete = complete and ok
+    groups, notes = compare.group_runs(runs)
+    for note in notes:
+        print(f"workbench: {note}", file=sys.stderr)
+    arms = list(dict.fromkeys(g.arm for g in groups))
+    if args.baseline is not None and args.baseline not in arms:
+        parser.error(f"--baseline: no arm {args.baseline!r} in these runs (arms: "
+                     f"{', '.join(arms) or 'none'})")
+    baseline = args.baseline or (_first_arm(args.run_dirs[0]) if arms else None)
+    sys.stdout.write(compare.render(compare.rows(groups, baseline), args.format))
+    return EXIT_OK if complete and not notes else EXIT_FAILED
+
+
+def _first_arm(run_dir: Path) -> str | None:
+    """The first arm of the run directory's experiment (its manifest), if it says."""
+    import json
+    try:
+        runs = json.loads((run_dir / "manifest.json").read_text())["runs"]
+        return runs[0]["arm"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def cmd_dmesg(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
