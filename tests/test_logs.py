@@ -81,3 +81,24 @@ def test_several_arms_end_the_table_with_a_cell_per_scenario_and_arm(tmp_path, c
     assert re.search(r"^s +recovered k1 +recovered k1$", printed, re.M)
     assert cli.main(["report", str(out)]) == 0
     assert "by scenario and arm" in capsys.readouterr().out
+
+
+def test_a_lockup_row_says_why_in_kernel_terms_and_no_expectations_show_as_a_dash(tmp_path,
+                                                                                  capsys):
+    holder = process("holder", heap="4MiB", program=[
+        '{ lock = "m" }', '{ sleep = "300ms" }', '{ kalloc = "64MiB" }', '{ unlock = "m" }'])
+    victim = process("victim", heap="256MiB", program=[
+        '{ alloc = "230MiB", vma = "heap" }', '{ lock = "m" }', '{ unlock = "m" }'])
+    (tmp_path / "s.toml").write_text(scenario("s", holder, victim, time="4s"))
+    (tmp_path / "exp.toml").write_text('scenarios = ["s.toml"]\n'
+                                       '[[arm]]\nname = "no-reaper"\npreset = "no-reaper"\n')
+    assert cli.main(["run", str(tmp_path / "exp.toml"), "--out", str(tmp_path / "o"),
+                     "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^s +no-reaper +1 +lockup .* -$", out, re.M)
+    assert re.search(r"^    why: holder \(\d+\) stalled [\d.]+s allocating \d+kB since", out, re.M)
+    assert re.search(r"^    why: killed victim \(\d+, TIF_MEMDIE\) still in D on mutex:m ", out,
+                     re.M)
+    assert "why: out_of_memory(): abort x" in out
+    assert cli.main(["report", str(tmp_path / "o")]) == 0
+    assert sorted(capsys.readouterr().out.splitlines()) == sorted(out.splitlines())

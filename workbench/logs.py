@@ -92,6 +92,12 @@ def _read(path: Path) -> tuple[RunLog | None, str | None]:
         return None, "its header names no scenario, arm and seed"
 
 
+def read_events(path: Path) -> list[dict[str, Any]] | None:
+    """A finished log's events, or None if it cannot be read."""
+    run, _ = _read(path)
+    return run.events if run is not None else None
+
+
 def kernel_log(run: RunLog) -> Iterator[str]:
     """The run as dmesg shows it: each line the modelled kernel printed, with
     printk's "[%5lu.%06lu] " timestamp of virtual time."""

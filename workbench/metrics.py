@@ -185,6 +185,7 @@ class Metrics:
             "errors": self.errors,
             "end_s": self.end,
         }
+        s["expectations"] = len(self.expect) if self.expect else 0
         s["expect_failed"] = check_expect(self.expect, s) if self.expect else []
         return s
 

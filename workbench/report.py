@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TextIO
 
+from workbench import explain
+
 COLUMNS = (("scenario", 26), ("arm", 12), ("seed", 5), ("outcome", 10), ("kills", 6),
            ("recovery", 10), ("max stall", 10), ("reaped", 10), ("expect", 6))
 
@@ -33,8 +35,10 @@ class Table:
                               "violation(s): see the log's invariant events")
         cells = [result.scenario, result.arm, str(result.seed), s["outcome"], str(s["kills"]),
                  _seconds(s["recovery_s"]), _seconds(s["max_stall_s"]), _kb(s["reaped_kb"]),
-                 "FAIL" if failed else "ok"]
+                 "FAIL" if failed else ("ok" if s.get("expectations") else "-")]
         self._line(cells)
+        for line in explain.why(self._events(result), s):
+            print(f"    why: {line}", file=self.out)
         for f in failed:
             self.failures.append(f"{result.scenario} / {result.arm} / seed {result.seed}: {f}")
         for who in s["segv"]:
@@ -52,6 +56,18 @@ class Table:
             for f in self.failures:
                 print(f"  {f}", file=self.out)
         print(f"\n{self.rows} runs; logs in {out_dir}/", file=self.out)
+
+    @staticmethod
+    def _events(result: Any) -> list[dict[str, Any]]:
+        """The run's events: a log read back has them; a fresh run's are read
+        from its file, only for the rows that need explaining."""
+        if result.summary["outcome"] not in ("lockup", "hang"):
+            return []
+        events = getattr(result, "events", None)
+        if events is None and getattr(result, "path", None) is not None:
+            from workbench.logs import read_events
+            events = read_events(result.path)
+        return events or []
 
     def _matrix(self) -> None:
         """Scenario x arm, each cell the outcomes and kills over the seeds."""
