@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from helpers import process, scenario
@@ -102,3 +103,19 @@ def test_a_lockup_row_says_why_in_kernel_terms_and_no_expectations_show_as_a_das
     assert "why: out_of_memory(): abort x" in out
     assert cli.main(["report", str(tmp_path / "o")]) == 0
     assert sorted(capsys.readouterr().out.splitlines()) == sorted(out.splitlines())
+
+
+def test_a_second_run_into_the_same_out_leaves_only_its_own_logs(tmp_path, capsys):
+    out, _ = _run(tmp_path, capsys)                        # seeds 1 and 2
+    (out / "s" / "patch" / "seed-9.jsonl.tmp").write_text("x")
+    assert cli.main(["run", str(tmp_path / "exp.toml"), "--out", str(out), "--seed", "2",
+                     "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == f"1 runs; logs in {out}/"      # --quiet: no rows
+    assert sorted(p.name for p in (out / "s" / "patch").iterdir()) == ["seed-2.jsonl"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["log"] for r in manifest["runs"]] == ["s/patch/seed-2.jsonl"]
+    assert manifest["seeds"] == [2] and manifest["interrupted"] is False
+    assert manifest["arms"][0]["preset"] == "patch" and manifest["jobs"] >= 1
+    assert {"name": "presets", "module": "workbench.plugins.presets",
+            "dist": "oom-workbench 0.1.0"} in manifest["plugins"]

@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=_jobs, default=_cpus(), metavar="N",
                      help="runs in parallel processes (default: one per CPU; the logs are the "
                           "same whatever N)")
+    run.add_argument("--quiet", action="store_true", help="print only the failed "
+                     "expectations, the errors and the last line (for scripts)")
     run.set_defaults(command=cmd_run)
 
     validate = sub.add_parser("validate", help="check an experiment file and its scenarios")
@@ -187,7 +189,7 @@ def _select(names: list[str] | None, items: list, kind: str, parser: argparse.Ar
 
 def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
     from workbench import report
-    from workbench.files import OutError, lock_out, prepare_out
+    from workbench.files import OutError, clear_logs, lock_out, prepare_out
     from workbench.runner import run_all
     exp = _load(args.config, plugins)
     if exp is None:
@@ -204,7 +206,9 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
         where = "--out" if args.out else f"{args.config}: out"
         print(f"workbench: {where}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    table = report.Table(sys.stdout, [a.name for a in arms])
+    clear_logs(out)                 # an earlier invocation's logs would look like this one's
+    table = report.Table(sys.stdout, [a.name for a in arms], quiet=args.quiet,
+                         total=len(scenarios) * len(arms) * len(seeds))
     try:
         results, manifest = run_all(exp, scenarios, arms, seeds, out, plugins.describe(),
                                     args.jobs, table.row)

@@ -91,3 +91,21 @@ def write_atomic(path: Path, data: bytes) -> None:
     with open_new(tmp) as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def clear_logs(out: Path) -> int:
+    """Remove the run logs an earlier invocation left in out
+    (<scenario>/<arm>/seed-<n>.jsonl and unfinished .tmp ones), so that none
+    sits beside the new ones as if it belonged to them.  Only regular files of
+    that shape, inside out, go.  Returns how many."""
+    removed = 0
+    for pattern in ("*/*/seed-*.jsonl", "*/*/seed-*.jsonl.tmp"):
+        for path in out.glob(pattern):
+            if path.is_symlink() or not path.is_file():
+                continue
+            try:
+                path.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed

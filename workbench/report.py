@@ -3,6 +3,7 @@ several arms, then one cell per scenario and arm over the seeds."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,15 +14,20 @@ COLUMNS = (("scenario", 26), ("arm", 12), ("seed", 5), ("outcome", 10), ("kills"
 
 
 class Table:
-    def __init__(self, out: TextIO, arms: list[str] | None = None):
+    def __init__(self, out: TextIO, arms: list[str] | None = None, quiet: bool = False,
+                 total: int = 0):
         self.out = out
         self.arms = arms or []                 # the matrix's column order (else as met)
+        self.quiet = quiet
+        # runs done of total on stderr, on a terminal only
+        self.progress = total if not quiet and sys.stderr.isatty() else 0
         self.failures: list[str] = []
         self.notes: list[str] = []
         self.rows = 0
         self.cells: dict[str, dict[str, list[dict[str, Any]]]] = {}   # scenario -> arm -> runs
 
     def row(self, result: Any) -> None:
+        self._clear_progress()
         if self.rows == 0:
             self._line([name for name, _ in COLUMNS])
         self.rows += 1
@@ -37,8 +43,12 @@ class Table:
                  _seconds(s["recovery_s"]), _seconds(s["max_stall_s"]), _kb(s["reaped_kb"]),
                  "FAIL" if failed else ("ok" if s.get("expectations") else "-")]
         self._line(cells)
-        for line in explain.why(self._events(result), s):
-            print(f"    why: {line}", file=self.out)
+        if not self.quiet:
+            for line in explain.why(self._events(result), s):
+                print(f"    why: {line}", file=self.out)
+        if self.progress:
+            print(f"\r{self.rows}/{self.progress} runs done", end="", file=sys.stderr,
+                  flush=True)
         for f in failed:
             self.failures.append(f"{result.scenario} / {result.arm} / seed {result.seed}: {f}")
         for who in s["segv"]:
@@ -46,7 +56,9 @@ class Table:
                               f"{who}: a fault past the end of the VMA killed it")
 
     def end(self, out_dir: Path) -> None:
-        self._matrix()
+        self._clear_progress()
+        if not self.quiet:
+            self._matrix()
         if self.notes:
             print("", file=self.out)
             for n in self.notes:
@@ -85,7 +97,13 @@ class Table:
             print(f"{scenario:<{width}}" + "".join(f"{c:<22}" for c in cells).rstrip(),
                   file=self.out)
 
+    def _clear_progress(self) -> None:
+        if self.progress:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
     def _line(self, cells: list[str]) -> None:
+        if self.quiet:
+            return
         print("  ".join(c.ljust(w) for c, (_, w) in zip(cells, COLUMNS)).rstrip(), file=self.out,
               flush=True)
 

@@ -198,7 +198,10 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
             else:
                 _run_parallel(todo, jobs, results, on_result)
     finally:
-        manifest = write_manifest(exp, out, results, started, len(todo))
+        manifest = write_manifest(exp, out, results, started, len(todo),
+                                  {"seeds": seeds, "jobs": jobs, "plugins": plugins_desc,
+                                   "arms": [a.to_json() for a in arms],
+                                   "scenarios": [s.name for s in scenarios]})
     return results, manifest
 
 
@@ -283,10 +286,11 @@ def _isolated(args: tuple) -> RunResult:
 
 
 def write_manifest(exp: Experiment, out: Path, results: list[RunResult], started: float,
-                   planned: int) -> bool:
+                   planned: int, invocation: dict[str, Any]) -> bool:
     """Wall-clock times and versions of the whole invocation (never in a
-    run's log).  False, with the reason on stderr, if it cannot be written."""
-    manifest = {
+    run's log): what was asked for, and exactly the runs that finished.
+    False, with the reason on stderr, if it cannot be written."""
+    manifest = {**invocation, "interrupted": len(results) < planned,
         "config": str(exp.path), "title": exp.title, "argv": sys.argv[1:],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "wall_s": round(time.time() - started, 3), "versions": package_versions(),
