@@ -60,8 +60,25 @@ def test_the_first_outcome_that_applies_wins(events, outcome):
 
 def test_cgroups_that_stalled_report_their_worst_stall():
     s = feed([stall(0, 12, "open", memcg="a"), stall(1, 2, memcg="a")]).summary()
-    assert s["cgroups"] == {"a": {"max_stall_s": 12, "outcome": "lockup"}}
+    assert s["cgroups"] == {"a": {"max_stall_s": 12, "outcome": "lockup", "recovery_s": None}}
     assert (s["cgroups_locked_up"], s["cgroups_recovered"]) == (1, 0)
+
+
+def test_each_cgroup_recovers_from_its_own_first_oom():
+    s = feed([{"event": "out_of_memory", "t": 1.0, "memcg": "a"}, stall(0.5, 1.25, memcg="a"),
+              stall(1.2, 1.75, memcg="a"), stall(0, 12, "open")]).summary()
+    assert s["cgroups"]["a"]["recovery_s"] == 0.75 and s["recovery_s"] is None
+
+
+def test_each_victim_says_when_its_memory_came_back_and_the_reaper_its_busy_time():
+    s = feed([{"event": "kill", "t": 1.0, "comm": "v", "pid": 3, "mm": 3, "tgid": 3},
+              {"event": "reap_attempt", "t": 1.0, "mm": 3},
+              {"event": "reap_attempt", "t": 1.1, "mm": 3},
+              {"event": "reap_done", "t": 1.3, "mm": 3, "reaped_kb": 4},
+              {"event": "exit_mmap", "t": 2.0, "mm": 3, "freed_kb": 4}]).summary()
+    assert s["victims"] == [{"comm": "v", "pid": 3, "killed_s": 1.0, "freed_after_s": 0.3,
+                             "freed_by": "oom_reaper"}]
+    assert s["reaper_busy_s"] == pytest.approx(0.3)
 
 
 def test_expectations():

@@ -38,6 +38,11 @@ class Metrics:
         self.errors: list[str] = []
         self.waits: list[tuple[int, float, float]] = []   # (tgid, wait_s, end) of lock waits
         self.memcg_stalls: dict[str, list[float]] = {}
+        self.memcg_spans: dict[str, list[tuple[float, float]]] = {}   # (since, end) per cgroup
+        self.memcg_first_oom: dict[str, float] = {}
+        self.victims: list[dict[str, Any]] = []         # per kill: when its memory came back
+        self.reaper_busy = 0.0
+        self._reaping: dict[int, float] = {}            # mm -> first attempt of this reap
         self.end = 0.0
         self._handlers = {name[3:]: getattr(self, name) for name in dir(self)
                           if name.startswith("on_")}
@@ -55,15 +60,20 @@ class Metrics:
         self.expect = e["config"].get("expect")
         for cg in e["config"]["scenario"].get("cgroups", []):
             self.memcg_stalls[cg["name"]] = []
+            self.memcg_spans[cg["name"]] = []
 
     def on_out_of_memory(self, e: dict) -> None:
         self.oom_invocations += 1
         if self.first_oom is None:
             self.first_oom = e["t"]
+        if e.get("memcg") is not None:
+            self.memcg_first_oom.setdefault(e["memcg"], e["t"])
 
     def on_kill(self, e: dict) -> None:
         self.kills += 1
         self.killed.append(e["comm"])
+        self.victims.append({"comm": e["comm"], "pid": e.get("pid"), "mm": e.get("mm"),
+                             "killed_s": e["t"], "freed_after_s": None, "freed_by": None})
         self._fatal(e)
 
     def on_kill_sharer(self, e: dict) -> None:
@@ -86,15 +96,36 @@ class Metrics:
         self.max_stall = max(self.max_stall, e["stall_s"])
         if e.get("memcg") in self.memcg_stalls:
             self.memcg_stalls[e["memcg"]].append(e["stall_s"])
+            self.memcg_spans[e["memcg"]].append((e["since"], end))
 
     def on_reap_attempt(self, e: dict) -> None:
         self.reap_attempts += 1
+        self._reaping.setdefault(e["mm"], e["t"])
 
     def on_reap_done(self, e: dict) -> None:
         self.reaped_kb += e["reaped_kb"]
+        self._reap_ended(e)
+        if e["reaped_kb"]:
+            self._freed(e, "oom_reaper")
 
     def on_reap_give_up(self, e: dict) -> None:
         self.reap_failures += 1
+        self._reap_ended(e)
+
+    def on_reap_exit_race(self, e: dict) -> None:
+        self._reap_ended(e)
+
+    def _reap_ended(self, e: dict) -> None:
+        """The reaper's attempts, sleeps between them and unmapping, for one mm."""
+        since = self._reaping.pop(e["mm"], None)
+        if since is not None:
+            self.reaper_busy += e["t"] - since
+
+    def _freed(self, e: dict, by: str) -> None:
+        for v in self.victims:
+            if v["mm"] == e["mm"] and v["freed_by"] is None:
+                v["freed_after_s"] = round(e["t"] - v["killed_s"], 9)
+                v["freed_by"] = by
 
     def on_reaper_dropped(self, e: dict) -> None:
         self.reaper_dropped += 1
@@ -105,6 +136,7 @@ class Metrics:
 
     def on_exit_mmap(self, e: dict) -> None:
         self.exit_freed_kb += e["freed_kb"]
+        self._freed(e, "exit_mmap")
 
     def on_lock_wait(self, e: dict) -> None:
         self.waits.append((e["tgid"], e["wait_s"], e["t"]))
@@ -123,16 +155,7 @@ class Metrics:
     def recovery_s(self) -> float | None:
         """First OOM invocation to the first moment after it when no
         allocation is stalled; None if that moment never came."""
-        if self.first_oom is None:
-            return None
-        covered_until = self.first_oom
-        for since, end in sorted(self.stalls):
-            if since > covered_until:
-                break
-            covered_until = max(covered_until, end)
-        if covered_until == math.inf:
-            return None
-        return round(covered_until - self.first_oom, 9)
+        return _recovery(self.first_oom, self.stalls)
 
     def outcome(self) -> str:
         if self.errors or self.invariant_violations:
@@ -156,7 +179,9 @@ class Metrics:
             if stalls:
                 worst = max(stalls)
                 out[name] = {"max_stall_s": worst,
-                             "outcome": "lockup" if worst >= self.stall_limit else "recovered"}
+                             "outcome": "lockup" if worst >= self.stall_limit else "recovered",
+                             "recovery_s": _recovery(self.memcg_first_oom.get(name),
+                                                     self.memcg_spans[name])}
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -176,6 +201,9 @@ class Metrics:
             "reaper_dropped": self.reaper_dropped,
             "exit_freed_kb": self.exit_freed_kb,
             "segv": self.segv,
+            "victims": [{k: v for k, v in victim.items() if k != "mm"}
+                        for victim in self.victims],
+            "reaper_busy_s": round(self.reaper_busy, 9),
             "core_dumps": self.core_dumps,
             "core_incomplete": self.core_incomplete,
             "invariant_violations": self.invariant_violations,
@@ -188,6 +216,21 @@ class Metrics:
         s["expectations"] = len(self.expect) if self.expect else 0
         s["expect_failed"] = check_expect(self.expect, s) if self.expect else []
         return s
+
+
+def _recovery(first_oom: float | None, stalls: list[tuple[float, float]]) -> float | None:
+    """From first_oom to the first moment after it when none of the stalls
+    is still going on; None if that never came."""
+    if first_oom is None:
+        return None
+    covered_until = first_oom
+    for since, end in sorted(stalls):
+        if since > covered_until:
+            break
+        covered_until = max(covered_until, end)
+    if covered_until == math.inf:
+        return None
+    return round(covered_until - first_oom, 9)
 
 
 def check_expect(expect: dict[str, Any], summary: dict[str, Any]) -> list[str]:
