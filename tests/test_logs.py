@@ -119,3 +119,14 @@ def test_a_second_run_into_the_same_out_leaves_only_its_own_logs(tmp_path, capsy
     assert manifest["arms"][0]["preset"] == "patch" and manifest["jobs"] >= 1
     assert {"name": "presets", "module": "workbench.plugins.presets",
             "dist": "oom-workbench 0.1.0"} in manifest["plugins"]
+
+
+def test_report_recomputes_exactly_the_summaries_run_wrote(tmp_path, capsys):
+    from workbench.logs import read_run_dir
+    out, _ = _run(tmp_path, capsys, presets=("no-reaper", "patch", "v4.6", "modern"))
+    runs, problems = read_run_dir(out)
+    assert len(runs) == 8 and not problems
+    for run in runs:
+        stored = {k: v for k, v in run.events[-1].items()
+                  if k not in ("event", "t", "arm", "scenario", "seed")}
+        assert run.summary == stored, run.path
