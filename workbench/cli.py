@@ -1,4 +1,4 @@
-"""The command line: workbench run | validate | plugins | report | compare | dmesg.
+"""The command line: workbench run | validate | plugins | report | compare | plot | dmesg.
 
 argparse, from the standard library: subcommands, `--seed N` given several
 times, and exit status 2 for bad usage out of the box, which is the
@@ -122,6 +122,15 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--format", choices=("table", "markdown", "csv", "json"),
                          default="table")
     compare.set_defaults(command=cmd_compare)
+
+    plot = sub.add_parser("plot", help="one picture per scenario, a panel per arm")
+    plot.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    plot.add_argument("-o", "--out", type=_out, metavar="DIR",
+                      help="where the pictures go (default: RUN_DIR/plots)")
+    plot.add_argument("--format", choices=("png", "svg"), default="png")
+    plot.add_argument("--seed", type=_seed, metavar="N", help="plot this seed (default: the "
+                      "lowest of each run)")
+    plot.set_defaults(command=cmd_plot)
 
     dmesg = sub.add_parser("dmesg", help="a run's log as the kernel printed it")
     dmesg.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -281,6 +290,24 @@ def _first_arm(run_dir: Path) -> str | None:
         return runs[0]["arm"]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
+
+
+def cmd_plot(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
+    from workbench import plot
+    try:
+        plot.need_matplotlib()
+    except ImportError as e:
+        print(f"workbench: plot: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    runs, complete = _run_logs(args.run_dir)
+    try:
+        for path in plot.plot_run_dir(runs, args.out or args.run_dir / "plots", args.format,
+                                      args.seed):
+            print(path)
+    except OSError as e:
+        print(f"workbench: plot: cannot write: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if complete else EXIT_FAILED
 
 
 def cmd_dmesg(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:

@@ -33,6 +33,8 @@ EVENTS: dict[str, str] = {
     "alloc_stall": "An allocation chunk left the slow path: since, stall_s, pages, gfp_mask, "
                    "result ok | failed | open (still stalled when the run ended).",
     "alloc_fail": "The allocator failed a request (warn_alloc_failed's line).",
+    "meminfo": "Free memory (free_kb) and each cgroup's usage (cgroups), when they changed: "
+               "at most one sample per 10 ms of virtual time, and one at the end.",
     "out_of_memory": "out_of_memory() ran: constraint, result shortcut | abort | kill | panic "
                      "| none (a memcg with nothing eligible) | nofs (4.7+: no kill for "
                      "!__GFP_FS).",

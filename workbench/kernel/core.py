@@ -27,6 +27,9 @@ from workbench.units import kb, seconds
 from workbench.workload.spec import ScenarioSpec
 
 
+MEMINFO_NS = 10_000_000          # 10 ms of virtual time between meminfo samples
+
+
 class Kernel:
     def __init__(self, scenario: ScenarioSpec, policies: RunPolicies, seed: int, log: EventLog,
                  check_interrupt: Callable[[], None] = lambda: None,
@@ -69,6 +72,8 @@ class Kernel:
         self.reaper_timers: set = set()            # ReapWork waiting for OOM_REAPER_DELAY
         self.open_stalls: list[list] = []
         self.steps = 0                             # see step()
+        self._sampled_at = -MEMINFO_NS             # meminfo(): last sample and its values
+        self._sampled: tuple = ()
         self.step_deadline = min(self.limits.steps_per_instant, self.limits.steps)
         self.halting = False
         self.finished = False
@@ -138,8 +143,23 @@ class Kernel:
             self._step_limit(None)
 
     def time_advanced(self) -> None:
-        """The clock moved: a new instant gets its own steps_per_instant."""
+        """The clock moves on from this instant: it gets its own steps_per_instant."""
         self.step_deadline = min(self.steps + self.limits.steps_per_instant, self.limits.steps)
+        if self.clock.now >= self._sampled_at + MEMINFO_NS:
+            self.meminfo()
+
+    def meminfo(self) -> None:
+        """The zone's free memory and each cgroup's usage, when they changed: at most
+        one sample per MEMINFO_NS of virtual time, taken as the clock leaves an instant
+        (what `workbench plot` draws; a livelock with nothing changing writes none)."""
+        now = (self.zone.free, tuple(c.usage for c in self.memcgs.by_name.values()))
+        self._sampled_at = self.clock.now
+        if now == self._sampled:
+            return
+        self._sampled = now
+        cgroups = {c.name: kb(c.usage) for c in self.memcgs.by_name.values()}
+        self.log.emit("meminfo", free_kb=kb(self.zone.free), **({"cgroups": cgroups}
+                                                               if cgroups else {}))
 
     def _step_limit(self, blame: tuple[str, str] | None) -> None:
         lim = self.limits
@@ -251,6 +271,7 @@ class Kernel:
         if self.finished:
             return
         self.finished = True
+        self.meminfo()
         for rec in list(self.open_stalls):
             self._emit_stall(rec, "open")
         now = self.clock.now
