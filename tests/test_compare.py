@@ -80,3 +80,14 @@ def test_an_unknown_baseline_is_refused(tmp_path, capsys):
     assert e.value.code == 2
     assert "--baseline: no arm 'v4.6' in these runs (arms: no-reaper, patch)" in \
         capsys.readouterr().err
+
+
+def test_the_csv_and_the_json_load_with_pandas(tmp_path, capsys):
+    pandas = pytest.importorskip("pandas")
+    runs = _run(tmp_path, capsys)
+    from_csv = pandas.read_csv(io.StringIO(_compare(capsys, runs, "--format", "csv")[1]))
+    from_json = pandas.read_json(io.StringIO(_compare(capsys, runs, "--format", "json")[1]))
+    for df in (from_csv, from_json):
+        row = df.set_index("arm").loc["patch"]
+        assert row["outcomes"] == "recovered 2/2" and row["baseline"] == "no-reaper"
+        assert row["max_stall_s_diff"] < -1

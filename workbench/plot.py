@@ -58,18 +58,25 @@ def _figure(plt: Any, scenario: str, runs: list[RunLog]) -> Any:
     fig, axes = plt.subplots(len(runs), cols, figsize=(11 if memcg else 8, 2.6 * len(runs)),
                              sharex=True, squeeze=False)
     for row, run in enumerate(runs):
-        _memory(axes[row][0], run, legend=row == 0)
+        _memory(axes[row][0], run)
         if memcg:
-            _cgroups(axes[row][1], run, legend=row == 0)
+            _cgroups(axes[row][1], run)
     axes[-1][0].set_xlabel("virtual time (s)")
     if memcg:
         axes[-1][1].set_xlabel("virtual time (s)")
+    # One legend for the figure: what any panel shows, each once.
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
     fig.suptitle(f"{scenario} (seed {runs[0].seed})")
-    fig.tight_layout()
+    fig.legend(list(legend.values()), list(legend.keys()), loc="lower center",
+               ncol=min(len(legend), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(legend) > 5), 1, 1))
     return fig
 
 
-def _memory(ax: Any, run: RunLog, legend: bool) -> None:
+def _memory(ax: Any, run: RunLog) -> None:
     config = run.events[0]["config"]
     end = run.events[-1]["t"]
     samples = [(e["t"], e["free_kb"] / 1024) for e in run.events if e["event"] == "meminfo"]
@@ -97,11 +104,9 @@ def _memory(ax: Any, run: RunLog, legend: bool) -> None:
     ax.set_title(f"{run.arm}: {s['outcome']}, {s['kills']} kill(s)", loc="left", fontsize=10)
     ax.set_ylabel("MiB")
     ax.set_ylim(bottom=0)
-    if legend:
-        ax.legend(loc="upper right", fontsize=7, ncol=2)
 
 
-def _cgroups(ax: Any, run: RunLog, legend: bool) -> None:
+def _cgroups(ax: Any, run: RunLog) -> None:
     limits = {c["name"]: c["memory_max"] * 4 / 1024
               for c in run.events[0]["config"]["scenario"].get("cgroups", [])}
     samples = [(e["t"], e.get("cgroups", {})) for e in run.events if e["event"] == "meminfo"]
@@ -115,5 +120,3 @@ def _cgroups(ax: Any, run: RunLog, legend: bool) -> None:
     ax.set_title(f"{run.arm}: cgroups (dashed: memory_max)", loc="left", fontsize=10)
     ax.set_ylabel("MiB")
     ax.set_ylim(bottom=0)
-    if legend and limits:
-        ax.legend(loc="upper right", fontsize=7)
