@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("config", type=Path)
     validate.set_defaults(command=cmd_validate)
 
-    plugins = sub.add_parser("plugins", help="list plugins, policies and presets")
+    plugins = sub.add_parser("plugins", help="list plugins, policies, follow-ups and presets")
     plugins.set_defaults(command=cmd_plugins)
 
     report = sub.add_parser("report", help="the run table again, from a run directory's logs")
