@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from workbench.kernel.locking import wait_for_release
 from workbench.kernel.sched import TASK_INTERRUPTIBLE, Task, WaitQueue
 
 if TYPE_CHECKING:
@@ -42,12 +43,7 @@ class Futex:
             self._take(task, robust)
             return True
         since = self.k.clock.now
-        lost = False
-        while True:
-            woken = await self._waiters.wait(task, TASK_INTERRUPTIBLE, what, front=lost)
-            if not woken or self.owner is None:
-                break
-            lost = True
+        woken = await wait_for_release(self._waiters, task, TASK_INTERRUPTIBLE, what, self)
         if woken:
             self._take(task, robust)
         self.k.lock_waited(task, what, since, woken)

@@ -12,12 +12,26 @@ down_write only exists from 4.7: down_write_killable(), kernel/locking/rwsem.c).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task, WaitQueue
 
 if TYPE_CHECKING:
     from workbench.kernel.core import Kernel
+
+
+async def wait_for_release(waiters: WaitQueue, task: Task, state: str, what: str,
+                           lock: Any) -> bool:
+    """Sleep on waiters until woken with lock.owner free.  A lock is released
+    before its first waiter is woken, so a task that runs first may take it;
+    the waiter then goes back to the head of the queue.  False: a fatal
+    signal ended the wait."""
+    lost = False
+    while True:
+        woken = await waiters.wait(task, state, what, front=lost)
+        if not woken or lock.owner is None:
+            return woken
+        lost = True
 
 
 class Mutex:
@@ -42,12 +56,7 @@ class Mutex:
             self.owner = task
             return True
         since = self.k.clock.now
-        lost = False
-        while True:
-            acquired = await self._waiters.wait(task, state, f"mutex:{self.name}", front=lost)
-            if not acquired or self.owner is None:
-                break
-            lost = True               # taken before this waiter ran: back to the head
+        acquired = await wait_for_release(self._waiters, task, state, f"mutex:{self.name}", self)
         if acquired:
             self.owner = task
         self.k.lock_waited(task, f"mutex:{self.name}", since, acquired)

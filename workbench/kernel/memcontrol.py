@@ -160,7 +160,8 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
                   may_oom: bool) -> int:
     in_charge = k.features.memcg_oom_in_charge
     got = 0
-    retries = k.features.reclaim_retries or MEM_CGROUP_RECLAIM_RETRIES
+    max_retries = k.features.reclaim_retries or MEM_CGROUP_RECLAIM_RETRIES
+    retries = max_retries
     drained = passed_oom = False
     while True:
         fit = min(n - got, memcg.margin())
@@ -198,7 +199,7 @@ async def _charge(k: Kernel, task: Task, memcg: MemCgroup, n: int, gfp: int,
             if not (passed_oom and task_is_dying(task)) and await mem_cgroup_oom(
                     k, task, memcg, gfp):
                 passed_oom = True
-                retries = k.features.reclaim_retries or MEM_CGROUP_RECLAIM_RETRIES
+                retries = max_retries
                 continue
             if GFP.nofail(gfp) or GFP.high(gfp):        # nomem: force these
                 break

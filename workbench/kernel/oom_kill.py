@@ -331,22 +331,21 @@ def wake_oom_reaper(k: Kernel, mm: MmStruct, task: Task) -> None:
     """Hand mm to the reaper policy (4.6 wake_oom_reaper(), 5.18 queue_oom_reaper())."""
     if k.oom_reaper_th is None:
         return
-    ids = {"pid": task.pid, "tgid": task.tgid, "comm": task.comm, "mm": mm.id}
+    work = ReapWork(mm, task)
     if k.features.reap_queued_once:
         if mm.oom_reap_queued:                 # test_and_set_bit(MMF_OOM_REAP_QUEUED)
-            k.log.emit("reaper_requeue_skip", **ids)
+            k.log.emit("reaper_requeue_skip", **_work_ids(work))
             return
         mm.oom_reap_queued = True
     # Pin with mm_count, not mm_users: the reaper must not delay the teardown.
     mm.mmgrab("oom_reaper")
-    work = ReapWork(mm, task)
     delay = k.policies.reaper_delay(work)
     if delay:
-        k.log.emit("reaper_timer", **ids, delay_s=seconds(delay))
+        k.log.emit("reaper_timer", **_work_ids(work), delay_s=seconds(delay))
         k.reaper_timers.add(work)
         k.spawn(_reaper_timer, k, work, k.clock.now + delay)
     else:
-        _queue(k, work, ids)
+        _queue(k, work)
 
 
 async def _reaper_timer(k: Kernel, work: ReapWork, due: int) -> None:
@@ -354,20 +353,19 @@ async def _reaper_timer(k: Kernel, work: ReapWork, due: int) -> None:
     set MMF_OOM_SKIP meanwhile needs no reaper."""
     await k.clock.wait_until(due)
     k.reaper_timers.discard(work)
-    ids = _work_ids(work)
     if work.mm.oom_skip:
-        k.log.emit("reaper_timer_skip", **ids)
+        k.log.emit("reaper_timer_skip", **_work_ids(work))
         work.mm.mmdrop("oom_reaper")
         return
-    _queue(k, work, ids)
+    _queue(k, work)
 
 
-def _queue(k: Kernel, work: ReapWork, ids: dict) -> None:
+def _queue(k: Kernel, work: ReapWork) -> None:
     if k.policies.reaper_queue(work):
-        k.log.emit("reaper_queued", **ids)
+        k.log.emit("reaper_queued", **_work_ids(work))
         k.oom_reaper_wait.wake_up_all()
     else:
-        k.log.emit("reaper_dropped", **ids)
+        k.log.emit("reaper_dropped", **_work_ids(work))
         work.mm.mmdrop("oom_reaper")
 
 
