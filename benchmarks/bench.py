@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_scale import scaled  # noqa: E402  (the scenario the scaling test checks)
 
 from workbench.experiment import load_experiment  # noqa: E402
-from workbench.plugin import load_plugins  # noqa: E402
+from workbench.discovery import load_plugins  # noqa: E402
 from workbench.runner import run_one  # noqa: E402
 from workbench.testing import experiment  # noqa: E402
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.testing import run_scenario
+pytest_plugins = ["workbench.testing"]     # the fixtures third-party plugins use
 
 
 @pytest.fixture
 def run(tmp_path):
     """run(scenario_toml, **kw) -> workbench.testing.Run, each in its own directory."""
+    from workbench.testing import run_scenario
     counter = iter(range(1000))
 
     def _run(scenario, **kw):

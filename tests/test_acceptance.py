@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workbench.experiment import load_experiment
-from workbench.plugin import load_plugins
+from workbench.discovery import load_plugins
 from workbench.runner import run_one
 
 CONFIGS = Path(__file__).parent.parent / "configs"

@@ -6,7 +6,7 @@ import pytest
 
 from workbench.config import ConfigError, key_path
 from workbench.experiment import load_experiment
-from workbench.plugin import load_plugins
+from workbench.discovery import load_plugins
 from workbench.units import Duration, parse_duration, parse_rate, parse_size
 
 GOOD_PROCESS = '''

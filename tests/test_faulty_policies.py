@@ -13,7 +13,7 @@ import pytest
 from helpers import mmap_writer_victim, scenario
 from pydantic import BaseModel, ConfigDict, field_validator
 
-import workbench.plugin
+import workbench.discovery
 from workbench import cli
 from workbench.plugins.reaper import Seed as SeedSlot
 from workbench.plugins.victim import Linux45
@@ -139,11 +139,11 @@ class Registers:
 @pytest.fixture
 def with_plugins(monkeypatch):
     """workbench.cli loading the built-ins plus these policies."""
-    real = workbench.plugin.load_plugins
+    real = workbench.discovery.load_plugins
 
     def install(*classes: type) -> None:
-        monkeypatch.setattr(workbench.plugin, "load_plugins",
-                            lambda extra=(): real([Registers(*classes), *extra]))
+        monkeypatch.setattr(workbench.discovery, "load_plugins",
+                            lambda extra=(), **kw: real([Registers(*classes), *extra], **kw))
     return install
 
 

@@ -8,7 +8,7 @@ from helpers import process, scenario
 from workbench import cli
 from workbench.config import ConfigError
 from workbench.kernel.features import Features
-from workbench.plugin import load_plugins
+from workbench.discovery import load_plugins
 from workbench.testing import experiment
 
 HOG = process("hog", heap="300MiB", program=['{ alloc = "300MiB", vma = "heap" }'])

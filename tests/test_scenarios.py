@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from workbench.experiment import experiment_from_data
-from workbench.plugin import load_plugins
+from workbench.discovery import load_plugins
 from workbench.runner import run_one
 
 SCENARIOS = Path(__file__).parent.parent / "configs" / "scenarios"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from workbench.experiment import Experiment
-    from workbench.plugin import Plugins
+    from workbench.discovery import Plugins
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -70,16 +70,65 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     # Imported here, not at the top: `--help` and bad usage stay fast, and a
     # signal during these imports is only noted (main() reports it).
-    from workbench.plugin import PluginError, load_plugins
-    try:
-        plugins = load_plugins()
-    except PluginError as e:
-        print(f"workbench: {e}", file=sys.stderr)
+    plugins = _load_plugins(args)
+    if plugins is None:
         return EXIT_USAGE
-    for problem in plugins.broken:
-        print(f"workbench: warning: {problem}", file=sys.stderr)
     Interrupt.check()
     return args.command(args, plugins, parser)
+
+
+def _load_plugins(args: argparse.Namespace) -> Plugins | None:
+    """The plugins the command and its config ask for; each one set aside
+    is a warning, a built-in one or a bad plugin setting an error (None)."""
+    from workbench.discovery import load_plugins, require
+    from workbench.registry import PluginError
+    settings = _plugin_settings(args)
+    if settings is None:
+        return None
+    dirs, disable = settings
+    try:
+        plugins = load_plugins(plugins_dirs=dirs, disable=disable)
+        require(plugins)
+    except PluginError as e:
+        print(f"workbench: {e}", file=sys.stderr)
+        return None
+    for broken in plugins.broken:
+        print(f"workbench: warning: {broken}", file=sys.stderr)
+    for name in sorted(set(disable) - set(plugins.disabled)):
+        print(f"workbench: warning: disable: no plugin named {name!r} is installed",
+              file=sys.stderr)
+    return plugins
+
+
+def _plugin_settings(args: argparse.Namespace) -> tuple[list[Path], list[str]] | None:
+    """--plugins-dir (relative to the working directory) and the config's
+    plugins_dir (relative to the config file) and disable keys."""
+    from pathlib import Path
+
+    from workbench import config as C
+    dirs = [(d, "--plugins-dir") for d in getattr(args, "plugins_dir", None) or ()]
+    disable: list[str] = []
+    config = getattr(args, "config", None)
+    data = C.read_toml(config, []) if config is not None else None
+    problems: list[str] = []
+    if isinstance(data, dict):       # an unreadable file is reported when it is loaded
+        keys = {k: data[k] for k in ("plugins_dir", "disable") if k in data}
+        settings = C.validate(C.PluginSettings, keys, str(config), problems)
+        if settings is not None:
+            dirs += [(config.parent / d, f"{config}: plugins_dir") for d in settings.plugins_dir]
+            disable = settings.disable
+    for path, where in dirs:
+        if not path.is_dir():
+            problems.append(f"{where}: {str(path)!r} is not a directory")
+    for problem in problems:
+        print(f"workbench: {problem}" if problem.startswith("--") else problem, file=sys.stderr)
+    return None if problems else ([Path(p) for p, _ in dirs], disable)
+
+
+def _plugin_options(p: argparse.ArgumentParser) -> None:
+    from pathlib import Path
+    p.add_argument("--plugins-dir", type=Path, action="append", metavar="DIR",
+                   help="also load every NAME.py and package in DIR as a plugin (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,13 +151,17 @@ def _parser() -> argparse.ArgumentParser:
                           "same whatever N)")
     run.add_argument("--quiet", action="store_true", help="print only the failed "
                      "expectations, the errors and the last line (for scripts)")
+    _plugin_options(run)
     run.set_defaults(command=cmd_run)
 
     validate = sub.add_parser("validate", help="check an experiment file and its scenarios")
     validate.add_argument("config", type=Path)
+    _plugin_options(validate)
     validate.set_defaults(command=cmd_validate)
 
     plugins = sub.add_parser("plugins", help="list plugins, policies, follow-ups and presets")
+    plugins.add_argument("--format", choices=("text", "json"), default="text")
+    _plugin_options(plugins)
     plugins.set_defaults(command=cmd_plugins)
 
     report = sub.add_parser("report", help="the run table again, from a run directory's logs")
@@ -328,36 +381,14 @@ def cmd_dmesg(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argum
 
 
 def cmd_plugins(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
-    reg = plugins.registry
-    print("plugins:")
-    for p in plugins.describe():
-        print(f"  {p['name']:<12} {p['module']:<32} {p['dist']}")
-    for concern, title in (("victim", "victim selectors"), ("reaper", "reaper policies"),
-                           ("vma_filter", "VMA filters")):
-        print(f"{title}:")
-        for name, cls in sorted(reg.policies[concern].items()):
-            print(f"  {name:<12} {_first_paragraph(cls)}  [{reg.owner[concern, name]}]")
-            base = next((b for b in cls.__mro__[1:] if getattr(b, "name", None)
-                         in reg.policies[concern] and b.Options is cls.Options), None)
-            if base is not None:                    # an alias: same options as its base
-                continue
-            for field, info in cls.Options.model_fields.items():
-                default = info.default
-                shown = f'"{default}"' if type(default).__name__ == "Duration" else repr(default)
-                print(f"  {'':<12}   option {field} = {shown}: {info.description or ''}")
-    print("follow-ups (applied in this order):")
-    for f in reg.follow_ups.values():
-        print(f"  {f.name:<30} {f.since:<5} {f.doc}  [{f.commit}]")
-    print("presets:")
-    for name, p in sorted(reg.presets.items()):
-        print(f"  {name:<12} {p.doc}")
-        print(f"  {'':<12}   base: victim={p.victim} reaper={p.reaper} vma_filter={p.vma_filter}")
-        print(f"  {'':<12}   follow-ups: {', '.join(p.follow_ups) or 'none'}")
+    from workbench.catalogue import catalogue, print_text
+    data = catalogue(plugins)
+    if args.format == "json":
+        import json
+        print(json.dumps(data, indent=2))
+    else:
+        print_text(data)
     return EXIT_OK
-
-
-def _first_paragraph(cls: type) -> str:
-    return " ".join((cls.__doc__ or "").split("\n\n")[0].split())
 
 
 if __name__ == "__main__":

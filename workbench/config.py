@@ -410,8 +410,23 @@ class Arm(_Model):
     options: ArmOptions = ArmOptions()
 
 
+class PluginSettings(_Model):
+    """The keys of an experiment file that decide which plugins load (read
+    before the rest, since the arms name the policies those plugins bring)."""
+
+    plugins_dir: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    disable: list[str] = Field(default_factory=list)
+
+    @field_validator("plugins_dir", mode="before")
+    @classmethod
+    def _one_or_more(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
 class ExperimentFile(_Model):
     title: str = ""
+    plugins_dir: Any = None                 # checked as PluginSettings
+    disable: Any = None
     seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] = Field(default_factory=lambda: [1],
                                                                   min_length=1)
     scenarios: list[str] = Field(default_factory=list)

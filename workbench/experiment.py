@@ -18,7 +18,8 @@ from workbench import config as C
 from workbench.interrupt import Interrupt
 from workbench.kernel.features import Features
 from workbench.log import dumps
-from workbench.plugin import Plugins, policy_raised
+from workbench.discovery import Plugins
+from workbench.plugin import policy_raised
 from workbench.policy import CONCERNS
 from workbench.workload.scenario import resolve_scenario
 from workbench.workload.spec import ScenarioSpec
@@ -156,6 +157,14 @@ def _dotted_expect(data: Any, names: set[str], where: str, prefix: str,
                                 f"[expect.\"{key}.{sub}\"]: TOML splits a bare key at each dot")
 
 
+def _set_aside(plugins: Plugins) -> str:
+    names = [b.name for b in plugins.broken]
+    if not names:
+        return ""
+    return (f"; plugin{'s' if len(names) > 1 else ''} {', '.join(map(repr, names))} could not "
+            "be loaded (see the warnings)")
+
+
 def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
                  problems: list[str]) -> ArmSpec | None:
     """The arm's policies and kernel switches: the preset's base policies,
@@ -166,7 +175,7 @@ def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
     preset = registry.presets.get(arm.preset)
     if preset is None:
         problems.append(f"{where}: arm[{i}].preset: unknown preset {arm.preset!r} "
-                        f"(known: {', '.join(sorted(registry.presets))})")
+                        f"(known: {', '.join(sorted(registry.presets))})" + _set_aside(plugins))
         return None
     follow_ups = _follow_ups(arm, i, preset, registry, where, problems)
     if follow_ups is None:
@@ -182,7 +191,8 @@ def _resolve_arm(arm: C.Arm, i: int, where: str, plugins: Plugins,
         cls = registry.policies[concern].get(name)
         if cls is None:
             problems.append(f"{where}: arm[{i}].{concern}: unknown {concern} policy {name!r} "
-                            f"(known: {', '.join(sorted(registry.policies[concern]))})")
+                            f"(known: {', '.join(sorted(registry.policies[concern]))})"
+                            + _set_aside(plugins))
             continue
         policies[concern] = cls
         table = _follow_up_options(cls, concern, follow_ups, name != chosen[concern], skipped)

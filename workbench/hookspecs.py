@@ -17,7 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     from workbench.kernel.mm import MmStruct, Vma
     from workbench.kernel.sched import Process, Task
-    from workbench.plugin import PolicyRegistry
+    from workbench.registry import PolicyRegistry
     from workbench.policy import AfterReap, OomControl, ReapWork, Retry, Victim, ZapDetails
 
 hookspec = pluggy.HookspecMarker("workbench")

@@ -1,36 +1,23 @@
-"""Loading plugins, the named-policy registry, and a run's typed policy facade.
+"""A run's policies: the kernel's typed door to the decision hooks.
 
-Built-in plugins come through the entry-point group "workbench" exactly like
-third-party ones (pyproject.toml).  Each registers named policy classes
-through workbench_register_policies (tox's tox_register_tox_env pattern).
-A run instantiates the three policies its arm chose and registers them with a
-plugin manager of its own, so each decision hook has exactly one answer;
-`RunPolicies` is the kernel's typed door to those hooks, and checks every
-answer, turning a raise or a wrong type into a PolicyError naming the policy.
+A run instantiates the policies its arm chose (workbench/registry.py holds
+the named classes, workbench/discovery.py loads the plugins that register
+them) and registers them with a plugin manager of its own, so each decision
+hook has exactly one answer.  `RunPolicies` checks every answer, turning a
+raise or a wrong type into a PolicyError naming the policy.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass, field
-from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-import pluggy
-
-from workbench import hookspecs
+from workbench.discovery import new_plugin_manager
 from workbench.interrupt import Interrupt
-from workbench.kernel.features import Features
 from workbench.kernel.sched import TASK_DEAD, Halt, Task
 from workbench.log import scrub, short_traceback
 from workbench.policy import ABORT, CONCERNS, AfterReap, ReapWork, Retry, Victim, ZapDetails
+from workbench.registry import RUNNING_REAPER_HOOKS
 from workbench.units import INT64_MAX, KTIME_MAX
-
-PROJECT = "workbench"
-
-
-class PluginError(Exception):
-    """A plugin broke the registration contract (reported at start-up)."""
 
 
 class PolicyError(Exception):
@@ -55,183 +42,6 @@ class PolicyError(Exception):
 def policy_raised(policy: str, hook: str, e: BaseException) -> PolicyError:
     """A policy's own exception, whatever its class (SystemExit included)."""
     return PolicyError(policy, hook, f"{type(e).__name__}: {e}", short_traceback(e))
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """One kernel change after 4.5, as a named unit (docs/history.md): the
-    policies it puts in place, the options it sets on them, and the kernel
-    switches (workbench/kernel/features.py) it turns on."""
-
-    name: str
-    since: str                                   # the first release that has it
-    commit: str                                  # commit id or title
-    doc: str
-    policies: dict[str, str]                     # concern -> policy name
-    options: dict[str, dict[str, Any]]           # concern -> option -> value
-    kernel: dict[str, Any]                       # Features field -> value
-    plugin: str
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Base policies plus follow-ups applied in catalogue order."""
-
-    name: str
-    victim: str
-    reaper: str
-    vma_filter: str
-    follow_ups: tuple[str, ...]
-    doc: str
-    plugin: str
-
-
-@dataclass
-class PolicyRegistry:
-    """Named policies and presets, filled by workbench_register_policies."""
-
-    policies: dict[str, dict[str, type]] = field(
-        default_factory=lambda: {c: {} for c in CONCERNS})
-    presets: dict[str, Preset] = field(default_factory=dict)
-    follow_ups: dict[str, FollowUp] = field(default_factory=dict)   # in catalogue order
-    owner: dict[tuple[str, str], str] = field(default_factory=dict)
-    current_plugin: str = ""
-
-    def add_policy(self, cls: type) -> None:
-        concern, name = getattr(cls, "concern", None), getattr(cls, "name", None)
-        if concern not in CONCERNS or not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {self.current_plugin!r}: {cls!r} needs a str `name` and "
-                              f"a `concern` in {CONCERNS}")
-        if name in self.policies[concern]:
-            raise PluginError(f"plugin {self.current_plugin!r}: {concern} policy {name!r} is "
-                              f"already registered by {self.owner[concern, name]!r}")
-        self.policies[concern][name] = cls
-        self.owner[concern, name] = self.current_plugin
-
-    def add_follow_up(self, name: str, *, since: str, commit: str, doc: str,
-                      policies: dict[str, str] | None = None,
-                      options: dict[str, dict[str, Any]] | None = None,
-                      kernel: dict[str, Any] | None = None) -> None:
-        """Register a follow-up; the catalogue keeps registration order,
-        which is the order a preset applies them in (later ones win)."""
-        where = f"plugin {self.current_plugin!r}: follow-up {name!r}"
-        if name in self.follow_ups:
-            raise PluginError(f"{where} is already registered by "
-                              f"{self.follow_ups[name].plugin!r}")
-        policies, options, kernel = dict(policies or {}), dict(options or {}), dict(kernel or {})
-        unknown = (set(policies) | set(options)) - set(CONCERNS)
-        if unknown:
-            raise PluginError(f"{where}: unknown concern {sorted(unknown)[0]!r}")
-        bad = set(kernel) - set(Features.names())
-        if bad:
-            raise PluginError(f"{where}: unknown kernel switch {sorted(bad)[0]!r} "
-                              f"(known: {', '.join(Features.names())})")
-        self.follow_ups[name] = FollowUp(name, since, commit, doc, policies, options, kernel,
-                                         self.current_plugin)
-
-    def add_preset(self, name: str, *, victim: str, reaper: str, vma_filter: str,
-                   follow_ups: Iterable[str] = (), doc: str = "") -> None:
-        if name in self.presets:
-            raise PluginError(f"plugin {self.current_plugin!r}: preset {name!r} is already "
-                              f"registered by {self.presets[name].plugin!r}")
-        self.presets[name] = Preset(name, victim, reaper, vma_filter, tuple(follow_ups), doc,
-                                    self.current_plugin)
-
-    def check_presets(self) -> None:
-        for p in self.presets.values():
-            for concern in CONCERNS:
-                if getattr(p, concern) not in self.policies[concern]:
-                    raise PluginError(f"plugin {p.plugin!r}: preset {p.name!r} names unknown "
-                                      f"{concern} policy {getattr(p, concern)!r}")
-            for name in p.follow_ups:
-                if name not in self.follow_ups:
-                    raise PluginError(f"plugin {p.plugin!r}: preset {p.name!r} names unknown "
-                                      f"follow-up {name!r}")
-        for f in self.follow_ups.values():
-            for concern, policy in f.policies.items():
-                if policy not in self.policies[concern]:
-                    raise PluginError(f"plugin {f.plugin!r}: follow-up {f.name!r} names "
-                                      f"unknown {concern} policy {policy!r}")
-
-
-@dataclass
-class Plugins:
-    pm: pluggy.PluginManager
-    registry: PolicyRegistry
-    dists: dict[str, str] = field(default_factory=dict)   # plugin name -> "dist version"
-    broken: list[str] = field(default_factory=list)       # plugins that could not be imported
-
-    def describe(self) -> list[dict[str, str]]:
-        """The registered plugins in a fixed order, for the log header."""
-        out = []
-        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda x: x[0]):
-            module = getattr(plugin, "__name__", None) or type(plugin).__module__
-            out.append({"name": name, "module": module, "dist": self.dists.get(name, "")})
-        return out
-
-
-def new_plugin_manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(PROJECT)
-    pm.add_hookspecs(hookspecs)
-    return pm
-
-
-def load_plugins(extra: Iterable[Any] = ()) -> Plugins:
-    """Load the entry-point plugins (plus `extra` plugin objects, for tests)
-    and collect their policies."""
-    pm = new_plugin_manager()
-    plugins = Plugins(pm, PolicyRegistry())
-    _load_entry_points(plugins)
-    for plugin in extra:       # named by module or class, never by id(): headers stay stable
-        _register(pm, plugin, getattr(plugin, "__name__", type(plugin).__qualname__))
-    registry = plugins.registry
-    for impl in reversed(pm.hook.workbench_register_policies.get_hookimpls()):
-        registry.current_plugin = impl.plugin_name
-        try:
-            impl.function(registry=registry)
-        except PluginError:
-            raise
-        except Exception as e:
-            raise PluginError(f"plugin {impl.plugin_name!r}: workbench_register_policies raised "
-                              f"{type(e).__name__}: {e}") from e
-    registry.check_presets()
-    return plugins
-
-
-def _load_entry_points(plugins: Plugins) -> None:
-    """The entry-point group's plugins, by entry-point name; one that cannot
-    be imported is set aside (plugins.broken) so that the others still work:
-    a config naming its policies then gets an unknown-policy error."""
-    for ep in sorted(metadata.entry_points(group=PROJECT), key=lambda e: e.name):
-        dist = f"{ep.dist.metadata['name']} {ep.dist.version}" if ep.dist else ""
-        if plugins.pm.has_plugin(ep.name):
-            raise PluginError(f"plugin {ep.name!r} ({dist}): another plugin has that name")
-        try:
-            plugin = ep.load()
-        except Exception as e:
-            plugins.broken.append(f"plugin {ep.name!r} ({dist or ep.value}) cannot be imported: "
-                                  f"{type(e).__name__}: {e}")
-            continue
-        _register(plugins.pm, plugin, ep.name)
-        plugins.dists[ep.name] = dist
-
-
-def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
-    try:
-        pm.register(plugin, name=name)
-    except (ValueError, pluggy.PluginValidationError) as e:   # a duplicate name, a bad hookimpl
-        raise PluginError(f"plugin {name!r}: {e}") from e
-
-
-@functools.cache
-def package_versions() -> dict[str, str]:
-    out = {}
-    for dist in ("oom-workbench", "trio", "pluggy", "structlog", "orjson", "pydantic"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 class RunPolicies:
@@ -300,7 +110,15 @@ class RunPolicies:
 
     def reaper_enabled(self) -> bool:
         hook = "workbench_reaper_enabled"
-        return self._answer("reaper", hook, "True or False", self._call("reaper", hook), _bool)
+        enabled = self._answer("reaper", hook, "True or False", self._call("reaper", hook), _bool)
+        missing = [h for h in RUNNING_REAPER_HOOKS if enabled and not self._implements(h)]
+        if missing:
+            raise PolicyError(self.names["reaper"], hook, "returned True, but a reaper that "
+                              f"runs needs {', '.join(missing)} too")
+        return enabled
+
+    def _implements(self, hook: str) -> bool:
+        return bool(getattr(self._hook, hook).get_hookimpls())
 
     def reaper_queue(self, work: ReapWork) -> bool:
         hook = "workbench_reaper_queue"

@@ -33,7 +33,8 @@ from workbench.files import OutError, contained_dir, prepare_out, write_atomic
 from workbench.interrupt import Interrupt
 from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, internal_error
 from workbench.metrics import Metrics
-from workbench.plugin import PolicyError, RunPolicies, package_versions
+from workbench.discovery import package_versions
+from workbench.plugin import PolicyError, RunPolicies
 from workbench.units import kb, seconds
 from workbench.workload.spec import ScenarioSpec
 

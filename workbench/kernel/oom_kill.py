@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 OOM_SCORE_ADJ_MIN = -1000
+OOM_SCORE_ADJ_MAX = 1000               # include/uapi/linux/oom.h
 
 
 def task_will_free_mem(task: Task) -> bool:
