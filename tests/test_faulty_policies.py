@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from helpers import mmap_writer_victim, scenario
 from pydantic import BaseModel, ConfigDict, field_validator
+from workbench.plugins.reaper import Seed as SeedSlot
+from workbench.plugins.victim import Linux45
 
 import workbench.discovery
 from workbench import cli
-from workbench.plugins.reaper import Seed as SeedSlot
-from workbench.plugins.victim import Linux45
 from workbench.policy import Retry, Victim, hookimpl
 
 # The victim's mmap_sem is held for write for a while: the reaper must retry.
@@ -295,3 +295,36 @@ def test_errors_hold_no_memory_addresses_so_logs_stay_identical(tmp_path, capsys
     log = Path("hog") / "faulty" / "seed-1.jsonl"
     assert (tmp_path / "a" / log).read_bytes() == (tmp_path / "b" / log).read_bytes()
     assert b"0x" not in (tmp_path / "a" / log).read_bytes()
+
+
+def _never_returns(self, oc):
+    while True:
+        pass
+
+
+def _swallows_everything(self, oc):
+    while True:
+        try:
+            for _ in oc.threads():
+                pass
+        except Exception:
+            pass
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("select, problem", [
+    (_never_returns, "WallClockLimit: the run took more than 1 s of wall-clock time"),
+    (_swallows_everything, "step limit"),
+])
+def test_a_policy_that_never_returns_fails_its_own_runs(tmp_path, capsys, with_plugins,
+                                                        select, problem, jobs):
+    cls = victim("forever", select)
+    with_plugins(cls)
+    rc = cli.main(["run", experiment(tmp_path, "victim", "forever"), "--jobs", jobs,
+                   "--run-timeout", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in out + err
+    assert [s["outcome"] for s in summaries(tmp_path, "patch")] == ["recovered", "recovered"]
+    bad = summaries(tmp_path, "faulty")
+    assert [s["outcome"] for s in bad] == ["error", "error"]
+    assert all(problem in s["errors"][0] and "policy 'forever'" in s["errors"][0] for s in bad)

@@ -58,15 +58,33 @@ class RunPolicies:
             except Exception as e:          # pluggy: a hookimpl that does not fit its spec
                 raise PolicyError(self.names[concern], "register", f"{type(e).__name__}: {e}")
         self._hook = self._pm.hook
+        self.current: tuple[str, str] | None = None     # the hook being called, if any
+        self.scans = 0                                  # tasks it has looked at
         self._queued: dict[int, ReapWork] = {}    # handed to the reaper policy, not done
 
     def _call(self, concern: str, hook: str, **kwargs: Any) -> Any:
+        self.current, self.scans = (concern, hook), 0
         try:
             return getattr(self._hook, hook)(**kwargs)
         except BaseException as e:  # a plugin's bug ends the run, not the workbench
             if Interrupt.genuine(e) or isinstance(e, Halt):    # the kernel ended the run
                 raise
             raise policy_raised(self.names[concern], hook, e) from e
+        finally:
+            self.current = None
+
+    def scanned(self, n: int, limit: int) -> None:
+        """n tasks looked at by the hook being called: more than `limit` in one
+        call (limits.steps_per_instant) is that policy's fault, a scan that
+        never ends."""
+        self.scans += n
+        if self.current is not None and self.scans > limit:
+            concern, hook = self.current
+            halt = Halt("step limit")        # a BaseException: `except Exception` cannot stop it
+            halt.policy_error = PolicyError(
+                self.names[concern], hook, f"step limit: one call looked at more than "
+                f"limits.steps_per_instant = {limit} tasks: a scan that never ends")
+            raise halt
 
     def _answer(self, concern: str, hook: str, expected: str, r: Any,
                 clean: Callable[[Any], Any]) -> Any:

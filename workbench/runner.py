@@ -35,6 +35,7 @@ from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, internal_erro
 from workbench.metrics import Metrics
 from workbench.discovery import package_versions
 from workbench.plugin import PolicyError, RunPolicies
+from workbench.watchdog import DEFAULT_S, wall_clock_limit
 from workbench.units import kb, seconds
 from workbench.workload.spec import ScenarioSpec
 
@@ -63,7 +64,8 @@ def log_path(out: Path, scenario: str, arm: str, seed: int) -> Path:
 
 def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
             plugins_desc: list[dict[str, str]],
-            instruments: Iterable[trio.abc.Instrument] = ()) -> RunResult:
+            instruments: Iterable[trio.abc.Instrument] = (),
+            timeout_s: float | None = DEFAULT_S) -> RunResult:
     """One run, whatever goes wrong in it: a policy's fault, a bug of the
     workbench or a log that cannot be written ends this run with outcome
     "error" and leaves the others alone.  Only an interrupt propagates."""
@@ -78,8 +80,9 @@ def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
         return _unlogged(scenario, arm, seed, f"cannot write the log: {e}", started)
     _freeze_what_exists()
     try:
-        summary = _simulate(scenario, arm, seed, log, clock_ns, plugins_desc, metrics,
-                            instruments)
+        with wall_clock_limit(timeout_s):
+            summary = _simulate(scenario, arm, seed, log, clock_ns, plugins_desc, metrics,
+                                instruments)
         log.enabled = True
         log.emit("summary", **summary)
         log.commit()
@@ -182,10 +185,12 @@ def _job(args: tuple) -> RunResult:
 
 def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
             seeds: list[int], out: Path, plugins_desc: list[dict[str, str]], jobs: int,
-            on_result: Callable[[RunResult], None]) -> tuple[list[RunResult], bool]:
+            on_result: Callable[[RunResult], None],
+            timeout_s: float | None = DEFAULT_S) -> tuple[list[RunResult], bool]:
     """Every scenario x arm x seed; results come back in that order, with
     whether the manifest was written (it is, however the runs end)."""
-    todo = [(s, a, seed, out, plugins_desc) for s in scenarios for a in arms for seed in seeds]
+    todo = [(s, a, seed, out, plugins_desc, (), timeout_s)
+            for s in scenarios for a in arms for seed in seeds]
     jobs = min(jobs, len(todo))
     started = time.time()
     results: list[RunResult] = []
@@ -200,7 +205,8 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
                 _run_parallel(todo, jobs, results, on_result)
     finally:
         manifest = write_manifest(exp, out, results, started, len(todo),
-                                  {"seeds": seeds, "jobs": jobs, "plugins": plugins_desc,
+                                  {"seeds": seeds, "jobs": jobs, "timeout_s": timeout_s,
+                                   "plugins": plugins_desc,
                                    "arms": [a.to_json() for a in arms],
                                    "scenarios": [s.name for s in scenarios]})
     return results, manifest

@@ -107,9 +107,12 @@ class Kernel:
             if not self.halting:
                 self.log.emit("error", **e.fields())
                 self.finish("error")
-        except Halt:
+        except Halt as e:
             if not self.halting:
-                self.finish("halt")
+                error = getattr(e, "policy_error", None)     # a policy's scan that never ends
+                if error is not None:
+                    self.log.emit("error", **error.fields())
+                self.finish("error" if error is not None else "halt")
         except LogWriteError:
             self.halt()                         # nothing more can be recorded: stop
         except Exception as e:
@@ -139,6 +142,7 @@ class Kernel:
         against steps_per_instant)."""
         self.steps += n
         self.step_deadline = min(self.step_deadline + n, self.limits.steps)
+        self.policies.scanned(n, self.limits.steps_per_instant)
         if self.steps > self.step_deadline:
             self._step_limit(None)
 

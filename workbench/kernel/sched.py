@@ -38,8 +38,10 @@ TASK_KILLABLE = "K"          # TASK_WAKEKILL | TASK_UNINTERRUPTIBLE
 TASK_DEAD = "X"
 
 
-class Halt(Exception):
-    """Raised through a task when the run must stop at once (panic, error)."""
+class Halt(BaseException):
+    """Raised through a task when the run must stop at once (panic, error, a
+    step limit).  A BaseException, so that a policy's `except Exception`
+    inside a scan cannot swallow it and scan for ever."""
 
 
 class Process:
