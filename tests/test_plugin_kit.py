@@ -7,14 +7,14 @@ import json
 import textwrap
 
 import pytest
+from workbench.plugins.reaper import Seed as SeedReaper
+from workbench.plugins.victim import Linux
+from workbench.plugins.vma_filter import Linux as LinuxFilter
 
 from workbench import cli
 from workbench.api import ABORT, Policy, Retry, Victim, ZapDetails, hookimpl
 from workbench.conformance import check
 from workbench.discovery import load_plugins
-from workbench.plugins.reaper import Seed as SeedReaper
-from workbench.plugins.victim import Linux
-from workbench.plugins.vma_filter import Linux as LinuxFilter
 from workbench.registry import policy_problems
 
 LOCAL_PLUGIN = '''
@@ -306,3 +306,71 @@ def test_conformance_finds_what_breaks_the_rules(concern, policy, problem):
     problems = check(concern, policy, plugins=[Breakers()], presets=("patch", "modern"),
                      seeds=(1,))
     assert any(problem in p for p in problems), problems
+
+
+# -- workbench.api ----------------------------------------------------------------
+
+def _members(protocol):
+    return [n for n, v in vars(protocol).items()
+            if not n.startswith("_") and (isinstance(v, property) or callable(v))]
+
+
+def test_the_documented_views_describe_real_kernel_objects(workbench_run):
+    import workbench.api as api
+    seen = {}
+
+    class Looks(api.LinuxVictim):
+        """Records what a selector is handed."""
+
+        name = "looks"
+
+        @api.hookimpl
+        def workbench_select_bad_process(self, oc):
+            for task in oc.threads():
+                if task.mm is not None and task.process.cgroup is not None:
+                    seen.update(oc=oc, task=task, process=task.process, mm=task.mm,
+                                vma=task.mm.vmas[0], memcg=task.process.cgroup)
+            return super().workbench_select_bad_process(oc)
+
+    class Plugin:
+        @api.hookimpl
+        def workbench_register_policies(self, registry):
+            registry.add_policy(Looks)
+
+    workbench_run("s06-parallel", arm={"victim": "looks"}, plugins=[Plugin()])
+    views = {"oc": api.OomControlView, "task": api.TaskView, "process": api.ProcessView,
+             "mm": api.MmView, "vma": api.VmaView, "memcg": api.MemCgroupView}
+    missing = [f"{views[k].__name__}.{m}" for k, obj in seen.items()
+               for m in _members(views[k]) if not hasattr(obj, m)]
+    assert len(seen) == 6 and not missing
+    for protocol in views.values():              # every attribute documented
+        assert all(getattr(protocol, m).__doc__ for m in _members(protocol)), protocol
+
+
+def test_the_readme_names_keep_working():
+    import workbench.api as api
+    import workbench.policy as policy
+    for name in ("Policy", "ReapWork", "Retry", "hookimpl", "Victim", "ABORT", "ZapDetails",
+                 "AfterReap"):
+        assert getattr(api, name) is getattr(policy, name)
+    assert set(api.__all__) <= set(dir(api))
+
+
+# -- docs/plugins.md ------------------------------------------------------------------
+
+def test_the_plugin_guide_examples_run(workbench_run, workbench_conformance):
+    """The guide's policy module and its two tests, as written."""
+    import re
+    import types
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```$", text, re.M | re.S)
+    module = types.ModuleType("guide_plugin")
+    exec(compile(blocks[0], "docs/plugins.md", "exec"), module.__dict__)
+    tests = {}
+    exec(compile(blocks[2], "docs/plugins.md", "exec"), tests)
+    with_plugin = {"run": lambda s, **kw: workbench_run(s, plugins=[module], **kw),
+                   "conform": lambda c, p, **kw: workbench_conformance(c, p, plugins=[module],
+                                                                       **kw)}
+    tests["test_most_resident_spares_the_named"](with_plugin["run"])
+    tests["test_most_resident_conforms"](with_plugin["conform"])

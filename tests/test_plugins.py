@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from helpers import process, scenario
 from pydantic import BaseModel, ConfigDict
+from workbench.plugins.victim import Linux45
 
 from workbench.config import ConfigError
 from workbench.discovery import load_plugins
-from workbench.plugins.victim import Linux45
 from workbench.policy import ABORT, Policy, Retry, Victim, hookimpl
 from workbench.testing import experiment
 

@@ -15,20 +15,47 @@ from __future__ import annotations
 from typing import Iterator, Protocol
 
 from workbench.config import Dur, Rate, Size
-from workbench.kernel.oom_kill import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN
-from workbench.policy import (ABORT, CONCERNS, AfterReap, NoOptions, OomControl, Policy, ReapWork,
-                              Retry, Victim, ZapDetails, hookimpl)
+from workbench.kernel.oom_kill import (
+    OOM_SCORE_ADJ_MAX,
+    OOM_SCORE_ADJ_MIN,
+    find_lock_task_mm,
+    process_shares_mm,
+    task_will_free_mem,
+)
+from workbench.plugins.reaper import Linux as LinuxReaper
+from workbench.plugins.victim import Linux as LinuxVictim
+from workbench.plugins.vma_filter import Linux as LinuxVmaFilter
+from workbench.policy import (
+    ABORT,
+    CONCERNS,
+    AfterReap,
+    NoOptions,
+    OomControl,
+    Policy,
+    ReapWork,
+    Retry,
+    Victim,
+    ZapDetails,
+    hookimpl,
+)
 from workbench.registry import OPTIONAL_HOOKS, REQUIRED_HOOKS, PluginError, PolicyRegistry
 from workbench.units import Duration
 from workbench.workload.spec import MachineSpec
 
 __all__ = [
-    "ABORT", "AfterReap", "CONCERNS", "Dur", "Duration", "MachineSpec", "MemCgroupView",
-    "MmView", "NoOptions", "OOM_SCORE_ADJ_MAX", "OOM_SCORE_ADJ_MIN", "OPTIONAL_HOOKS",
+    "ABORT", "AfterReap", "CONCERNS", "Dur", "Duration", "LinuxReaper", "LinuxVictim",
+    "LinuxVmaFilter", "MachineSpec", "MemCgroupView", "MmView", "NoOptions", "OOM_SCORE_ADJ_MAX", "OOM_SCORE_ADJ_MIN", "OPTIONAL_HOOKS",
     "OomControl", "OomControlView", "PAGE_SIZE", "PluginError", "Policy", "PolicyRegistry", "ProcessView", "REQUIRED_HOOKS",
     "Rate", "ReapWork", "Retry", "Size", "TaskView", "Victim", "VmaView", "ZapDetails",
-    "hookimpl",
+    "find_lock_task_mm", "hookimpl", "process_shares_mm", "task_will_free_mem",
 ]
+
+# The built-in `linux` policies, to subclass: LinuxVictim.badness(proc, oc)
+# is oom_badness() and LinuxVictim.unkillable(proc, oc) oom_unkillable_task();
+# a subclass keeps the defaults of the Linux options its own Options lack.
+# find_lock_task_mm(proc): a live thread of proc that still has its mm, or
+# None; task_will_free_mem(task): 4.5's "exiting with an mm" test;
+# process_shares_mm(proc, mm): whether any thread of proc uses mm.
 
 PAGE_SIZE = 4096
 """Every count of memory below is in 4 KiB pages (x86-64 PAGE_SIZE)."""

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-    from workbench.experiment import Experiment
     from workbench.discovery import Plugins
+    from workbench.experiment import Experiment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -149,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=_jobs, default=_cpus(), metavar="N",
                      help="runs in parallel processes (default: one per CPU; the logs are the "
                           "same whatever N)")
+    run.add_argument("--run-timeout", type=_timeout, default=600.0, metavar="SECONDS",
+                     help="end a run that takes longer than this in wall-clock time with "
+                          "outcome error: a policy that never returns (default 600; 0: none)")
     run.add_argument("--quiet", action="store_true", help="print only the failed "
                      "expectations, the errors and the last line (for scripts)")
     _plugin_options(run)
@@ -209,6 +212,18 @@ def _seed(text: str) -> int:
 
 def _jobs(text: str) -> int:
     return _number(text, 1, 1024, "a number of processes")
+
+
+def _timeout(text: str) -> float:
+    import argparse
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value <= 86400 * 7):
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 604800, got {text!r}")
+    return value
 
 
 def _out(text: str) -> Path:
@@ -273,7 +288,7 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
                          total=len(scenarios) * len(arms) * len(seeds))
     try:
         results, manifest = run_all(exp, scenarios, arms, seeds, out, plugins.describe(),
-                                    args.jobs, table.row)
+                                    args.jobs, table.row, args.run_timeout)
     except KeyboardInterrupt:
         return interrupted(f"interrupted; finished runs are in {out}", Interrupt.exit_status())
     finally:

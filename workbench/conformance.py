@@ -33,7 +33,7 @@ SEEDS = (1, 2)
 
 # A big OOM_SCORE_ADJ_MIN process, init, a kthread and a killable hog: the
 # only process the killer may take is the hog.
-UNKILLABLE = f"""
+UNKILLABLE = """
 name = "conformance-unkillable"
 [machine]
 memory = "512MiB"
@@ -50,13 +50,13 @@ size = "128MiB"
 resident = "128MiB"
 [[process.thread]]
 name = "main"
-program = [{{ sleep = "20s" }}]
+program = [{ sleep = "20s" }]
 [[process]]
 name = "kworker"
 kthread = true
 [[process.thread]]
 name = "main"
-program = [{{ sleep = "20s" }}]
+program = [{ sleep = "20s" }]
 [[process]]
 name = "protected"
 oom_score_adj = -1000
@@ -67,7 +67,7 @@ size = "256MiB"
 resident = "256MiB"
 [[process.thread]]
 name = "main"
-program = [{{ sleep = "20s" }}]
+program = [{ sleep = "20s" }]
 [[process]]
 name = "hog"
 [[process.vma]]
@@ -76,7 +76,7 @@ kind = "anon"
 size = "1GiB"
 [[process.thread]]
 name = "main"
-program = [{{ alloc = "1GiB", vma = "heap" }}]
+program = [{ alloc = "1GiB", vma = "heap" }]
 """
 
 # A memcg OOM in "small" beside a much bigger process in "big".

@@ -15,10 +15,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from workbench import config as C
+from workbench.discovery import Plugins
 from workbench.interrupt import Interrupt
 from workbench.kernel.features import Features
 from workbench.log import dumps
-from workbench.discovery import Plugins
 from workbench.plugin import policy_raised
 from workbench.policy import CONCERNS
 from workbench.workload.scenario import resolve_scenario

@@ -11,7 +11,8 @@ top-level conftest.py and use the fixtures
     def test_my_reaper_conforms(workbench_conformance):
         workbench_conformance("reaper", "my-reaper")
 
-A scenario is a library name ("s04" or "s04-mmap-writer-d-state"), a path to
+A scenario is a library name or its unique beginning ("s04",
+"s06-parallel"), a path to
 a scenario file, TOML text or a dict.  Installed plugins load as they do for
 `workbench run`; `plugins=[...]` adds plugin objects that are not installed.
 `run_scenario()` and `assert_conforms()` are the same without fixtures.
@@ -31,8 +32,8 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import pytest
 
-from workbench.experiment import Experiment, experiment_from_data
 from workbench.discovery import Plugins, load_plugins
+from workbench.experiment import Experiment, experiment_from_data
 from workbench.runner import RunResult, run_one
 
 
@@ -95,7 +96,7 @@ def scenario_data(scenario: str | Path | dict[str, Any]) -> dict[str, Any]:
     if "\n" in scenario or "=" in scenario:
         return tomllib.loads(scenario)
     books = library()
-    names = [n for n in books if n == scenario or n.split("-")[0] == scenario]
+    names = [scenario] if scenario in books else [n for n in books if n.startswith(scenario)]
     if len(names) != 1:
         raise LookupError(f"no library scenario {scenario!r} (known: {', '.join(books)})"
                           if not names else f"{scenario!r} names several: {', '.join(names)}")
