@@ -77,7 +77,8 @@ def test_a_plugins_dir_in_the_config_loads_its_files_and_the_run_names_them(tmp_
     log = (tmp_path / "out" / "hog" / "local" / "seed-1.jsonl").read_text().splitlines()
     header = json.loads(log[0])
     (local,) = [p for p in header["plugins"] if p["name"] == "oldest"]
-    assert local["module"] == "workbench_local_plugins.oldest" and len(local["sha256"]) == 16
+    assert local["module"] == "workbench_local_plugins.oldest" and local["file"] == "oldest.py"
+    assert len(local["sha256"]) == 16
     assert json.loads(log[-1])["outcome"] == "recovered"
 
 

@@ -22,6 +22,7 @@ vma_filter never zaps a hugetlb VMA, nor a shared one unless its class says
 from __future__ import annotations
 
 import tempfile
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,7 @@ def _victim_rules(events: list[dict[str, Any]]) -> list[str]:
     an in-scope victim was pending under the era's rule."""
     oom_mm_rule = "mmf-oom-skip" in events[0]["config"]["arm"]["follow_ups"]
     procs: dict[int, dict[str, Any]] = {}
+    live: dict[int, set[int]] = defaultdict(set)      # tgid -> threads not yet exited
     pending: dict[int, int] = {}          # TIF_MEMDIE thread (or victim tgid) -> tgid
     skipped: set[int] = set()             # mms with MMF_OOM_SKIP
     victim_mm: dict[int, int] = {}        # victim tgid -> its mm
@@ -248,14 +250,19 @@ def _victim_rules(events: list[dict[str, Any]]) -> list[str]:
         kind = e["event"]
         if kind == "fork":
             procs[e["pid"]] = e
+            live[e["pid"]] = set(e["threads"])
         elif kind == "out_of_memory":
             oom = e
         elif kind == "mark_victim":
             pending[e["tgid"] if oom_mm_rule else e["pid"]] = e["tgid"]
         elif kind == "exit_oom_victim" and not oom_mm_rule:
             pending.pop(e["pid"], None)
-        elif kind == "exit" and not oom_mm_rule:
-            pending.pop(e["pid"], None)
+        elif kind == "exit":
+            live[e["tgid"]].discard(e["pid"])
+            if not oom_mm_rule:
+                pending.pop(e["pid"], None)
+            elif not live[e["tgid"]]:         # off the task list: no longer scanned
+                pending.pop(e["tgid"], None)
         elif kind == "oom_skip":
             skipped.add(e["mm"])
         elif kind == "kill":

@@ -89,8 +89,8 @@ class Plugins:
             origin = self.origin_of(name)
             dist = f"{origin.dist} {origin.version}" if origin.dist else ""
             entry = {"name": name, "module": module, "dist": dist}
-            if origin.kind == "file":
-                entry.update(file=origin.path, sha256=origin.sha256)
+            if origin.kind == "file":        # no directory: a log holds no absolute path
+                entry.update(file=Path(origin.path).name, sha256=origin.sha256)
             out.append(entry)
         return out
 
@@ -188,7 +188,7 @@ def _add(plugins: Plugins, name: str, origin: Origin, load: Any) -> None:
     failure undo it and set the plugin aside."""
     if plugins.pm.has_plugin(name) or name in plugins.origins:
         plugins.broken.append(Broken(name, origin, "another plugin has that name "
-                                     f"({plugins.origins[name]})"))
+                                     f"({plugins.origin_of(name)})"))
         return
     try:
         plugin = load()
