@@ -270,6 +270,23 @@ class Greedy(Linux):
         return Victim(max(tasks, key=lambda t: t.mm.get_mm_rss()), 1)
 
 
+class NoAbort(Linux):
+    """The 4.5 badness, but never waits for a pending victim."""
+
+    name = "no-abort"
+
+    @hookimpl
+    def workbench_select_bad_process(self, oc):
+        best, best_points = None, 0
+        for task in oc.threads():
+            if task.mm is None or task.tif_memdie or self.unkillable(task.process, oc):
+                continue
+            points = self.badness(task.process, oc)
+            if points > best_points:
+                best, best_points = task, points
+        return Victim(best, best_points) if best else None
+
+
 class Stubborn(SeedReaper):
     """Never gives up."""
 
@@ -293,13 +310,14 @@ class ZapsShared(LinuxFilter):
 class Breakers:
     @hookimpl
     def workbench_register_policies(self, registry):
-        for cls in (Greedy, Stubborn, ZapsShared):
+        for cls in (Greedy, NoAbort, Stubborn, ZapsShared):
             registry.add_policy(cls)
 
 
 @pytest.mark.parametrize("concern, policy, problem", [
     ("victim", "greedy", "whose oom_score_adj is -1000"),
     ("victim", "greedy", "the selector must return ABORT"),
+    ("victim", "no-abort", "killed 'bystander' while victim 'victim' was pending"),
     ("reaper", "stubborn", "neither reaped nor given up by the end of the run"),
     ("vma_filter", "zaps-shared", "zaps a shared-file VMA"),
 ])
