@@ -1,4 +1,5 @@
-"""Packaging traps: plugins/ ships as workbench.plugins; nobody imports `plugins`."""
+"""Packaging traps: plugins/ ships as workbench.plugins, configs/scenarios/ as
+workbench.library; nobody imports `plugins`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def test_the_wheel_ships_every_plugin_module_as_workbench_plugins(tmp_path):
         assert f"workbench/plugins/{source.relative_to(ROOT / 'plugins').as_posix()}" in names
     for source in (ROOT / "workbench").rglob("*.py"):
         assert source.relative_to(ROOT).as_posix() in names
+    for scenario in (ROOT / "configs" / "scenarios").glob("*.toml"):   # workbench.testing's library
+        assert f"workbench/library/{scenario.name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[workbench]" in text and "workbench = workbench.cli:main" in text
