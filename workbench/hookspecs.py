@@ -54,6 +54,21 @@ def workbench_select_bad_process(oc: OomControl) -> Victim | object | None:
 
 
 @hookspec(firstresult=True)
+def workbench_oom_kill_allocating_task(oc: OomControl) -> bool:
+    """Whether vm.oom_kill_allocating_task is set: kill the allocating task
+    instead of scanning.
+
+    Optional (no implementation: False).  Called by the global
+    out_of_memory() after the fatal-signal/exiting shortcut and before
+    workbench_select_bad_process; never for a memcg OOM.  When True and
+    oc.current is eligible (it has an mm, is neither init nor a kthread, and
+    its oom_score_adj is not OOM_SCORE_ADJ_MIN), the kernel kills it with
+    points 0 and "Out of memory (oom_kill_allocating_task)", without
+    scanning: a pending victim does not stop it.  Otherwise the scan runs.
+    """
+
+
+@hookspec(firstresult=True)
 def workbench_oom_sacrifice_child(oc: OomControl, victim: Victim) -> Victim:
     """Whom to kill instead of the selected process.
 

@@ -284,6 +284,12 @@ class RunPolicies:
                             "ABORT or None", self._call("victim", hook, oc=oc),
                             lambda r: r if r is None or r is ABORT else _victim(r, oc))
 
+    def kill_allocating_task(self, oc: Any) -> bool:
+        hook = "workbench_oom_kill_allocating_task"
+        return self._answer("victim", hook, "True, False or None",
+                            self._call("victim", hook, oc=oc),
+                            lambda r: False if r is None else _bool(r))
+
     def sacrifice_child(self, oc: Any, victim: Victim) -> Victim:
         hook = "workbench_oom_sacrifice_child"
         return self._answer("victim", hook, f"a Victim of a live task in scope ({_POINTS})",
