@@ -134,10 +134,12 @@ def test_built_ins_come_through_the_entry_point_group():
     names = {p["name"]: p["module"] for p in plugins.describe()}
     assert names == {"presets": "workbench.plugins.presets", "reaper": "workbench.plugins.reaper",
                      "victim": "workbench.plugins.victim",
-                     "vma_filter": "workbench.plugins.vma_filter"}
+                     "vma_filter": "workbench.plugins.vma_filter",
+                     "userspace": "workbench.plugins.userspace"}
     assert set(plugins.registry.presets) == {"patch", "no-reaper", "v4.6", "modern"}
     patch = plugins.registry.presets["patch"]
-    assert (patch.victim, patch.reaper, patch.vma_filter) == ("linux", "none", "linux")
+    assert (patch.victim, patch.reaper, patch.vma_filter, patch.userspace) == (
+        "linux", "none", "linux", "none")
     assert patch.follow_ups == ("oom-reaper",)
 
 

@@ -333,7 +333,8 @@ def cmd_plugins(args: argparse.Namespace, plugins: Plugins, parser: argparse.Arg
     for p in plugins.describe():
         print(f"  {p['name']:<12} {p['module']:<32} {p['dist']}")
     for concern, title in (("victim", "victim selectors"), ("reaper", "reaper policies"),
-                           ("vma_filter", "VMA filters")):
+                           ("vma_filter", "VMA filters"),
+                           ("userspace", "userspace OOM killers")):
         print(f"{title}:")
         for name, cls in sorted(reg.policies[concern].items()):
             print(f"  {name:<12} {_first_paragraph(cls)}  [{reg.owner[concern, name]}]")

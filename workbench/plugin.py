@@ -21,9 +21,10 @@ import pluggy
 from workbench import hookspecs
 from workbench.interrupt import Interrupt
 from workbench.kernel.features import Features
-from workbench.kernel.sched import TASK_DEAD, Halt, Task
+from workbench.kernel.sched import TASK_DEAD, Halt, Process, Task
 from workbench.log import scrub, short_traceback
-from workbench.policy import ABORT, CONCERNS, AfterReap, ReapWork, Retry, Victim, ZapDetails
+from workbench.policy import (ABORT, CONCERNS, AfterReap, ReapWork, Retry, UserKill, Victim,
+                              ZapDetails)
 from workbench.units import INT64_MAX, KTIME_MAX
 
 PROJECT = "workbench"
@@ -84,6 +85,7 @@ class Preset:
     follow_ups: tuple[str, ...]
     doc: str
     plugin: str
+    userspace: str = "none"                      # no userspace OOM killer
 
 
 @dataclass
@@ -130,12 +132,13 @@ class PolicyRegistry:
                                          self.current_plugin)
 
     def add_preset(self, name: str, *, victim: str, reaper: str, vma_filter: str,
-                   follow_ups: Iterable[str] = (), doc: str = "") -> None:
+                   userspace: str = "none", follow_ups: Iterable[str] = (),
+                   doc: str = "") -> None:
         if name in self.presets:
             raise PluginError(f"plugin {self.current_plugin!r}: preset {name!r} is already "
                               f"registered by {self.presets[name].plugin!r}")
         self.presets[name] = Preset(name, victim, reaper, vma_filter, tuple(follow_ups), doc,
-                                    self.current_plugin)
+                                    self.current_plugin, userspace)
 
     def check_presets(self) -> None:
         for p in self.presets.values():
@@ -349,6 +352,21 @@ class RunPolicies:
                             self._call("vma_filter", hook, vma=vma, mm=mm),
                             lambda r: r if r is None else _zap_details(r, vma))
 
+    # the userspace OOM killer
+
+    def userspace_enabled(self) -> bool:
+        hook = "workbench_userspace_enabled"
+        return self._answer("userspace", hook, "True or False", self._call("userspace", hook),
+                            _bool)
+
+    def userspace_poll(self, view: Any) -> UserKill:
+        hook = "workbench_userspace_poll"
+        return self._answer("userspace", hook, "a UserKill(sleep_ns, kill, reason) with an int "
+                            "sleep_ns from 1 to 2**63-1, kill None or a live process of this "
+                            "run that is not init or a kthread, and a str reason",
+                            self._call("userspace", hook, view=view),
+                            lambda r: _user_kill(r, view._kernel))
+
 
 WRONG = object()
 """What a clean function returns for an answer that breaks the contract."""
@@ -413,3 +431,16 @@ def _victim(r: Any, oc: Any) -> Victim | object:
             and not task.process.kthread and not task.process.init):
         return Victim(task, points)
     return WRONG
+
+
+def _user_kill(r: Any, kernel: Any) -> UserKill | object:
+    if not isinstance(r, UserKill):
+        return WRONG
+    sleep_ns, kill, reason = r.sleep_ns, r.kill, r.reason
+    if not _is_int(sleep_ns, 1, KTIME_MAX) or type(reason) is not str or len(reason) > 500:
+        return WRONG
+    if kill is not None and not (isinstance(kill, Process) and kill.alive and not kill.init
+                                 and not kill.kthread
+                                 and any(p is kill for p in kernel.processes)):
+        return WRONG
+    return UserKill(sleep_ns, kill, reason)
