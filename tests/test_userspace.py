@@ -247,3 +247,12 @@ def test_bad_earlyoom_options_are_named(tmp_path, capsys, options, message):
 def test_an_unknown_userspace_policy_lists_the_known_ones(tmp_path, capsys):
     refused(capsys, write(tmp_path, experiment='[[arm]]\nname = "a"\nuserspace = "nohang"\n'),
             "arm[0].userspace: unknown userspace policy 'nohang' (known: earlyoom, none)")
+
+
+def test_the_run_table_shows_userspace_kills_only_for_arms_with_a_killer():
+    from workbench.report import _cell, _kills
+    plain = {"outcome": "recovered", "kills": 1, "expect_failed": []}
+    with_killer = {"outcome": "no-oom", "kills": 0, "expect_failed": [], "userspace_kills": 1}
+    assert _kills(plain) == "1" and _kills(with_killer) == "0 u1"
+    assert _cell([plain]) == "recovered k1"
+    assert _cell([with_killer, dict(with_killer, userspace_kills=2)]) == "no-oom k0 u1-2"
