@@ -3,8 +3,9 @@
 Built-in plugins come through the entry-point group "workbench" exactly like
 third-party ones (pyproject.toml).  Each registers named policy classes
 through workbench_register_policies (tox's tox_register_tox_env pattern).
-A run instantiates the three policies its arm chose and registers them with a
-plugin manager of its own, so each decision hook has exactly one answer;
+A run instantiates the four policies its arm chose, one per concern, and
+registers them with a plugin manager of its own, so each decision hook has
+exactly one answer;
 `RunPolicies` is the kernel's typed door to those hooks, and checks every
 answer, turning a raise or a wrong type into a PolicyError naming the policy.
 """
