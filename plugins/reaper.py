@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workbench.config import Dur
-from workbench.units import Duration
+from workbench.units import KTIME_MAX, Duration
 from workbench.policy import AfterReap, Policy, ReapWork, Retry, hookimpl
 from workbench.workload.spec import MachineSpec
 
@@ -126,6 +126,83 @@ class Linux(Policy):
         return self.after[reaped]
 
 
+class BackoffOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    queue: Literal["slot", "lifo", "fifo"] = Field(
+        "slot", description="as `linux`: slot (default, so that against the seed only the "
+        "retry schedule differs), lifo or fifo")
+    initial: Dur | None = Field(None, description="the sleep after the first failed attempt "
+                                "(default HZ/10, the seed's)")
+    cap: Dur = Field(Duration(ns=1_000_000_000), description="the longest sleep: each failed "
+                     "attempt doubles the sleep up to this")
+    attempts: int = Field(10, ge=1, description="down_read_trylock attempts before giving up")
+    budget: Dur | None = Field(None, description="give up rather than sleep past this much "
+                               "virtual time of retry sleeps in all (default: no limit)")
+    delay: Dur = Field(Duration(), description="as `linux`")
+    after_reap: Verdict = Field("nothing", description="as `linux`")
+    after_give_up: Verdict = Field("nothing", description="as `linux`")
+
+    @field_validator("initial", "cap", "budget")
+    @classmethod
+    def _positive(cls, v: Duration | None) -> Duration | None:
+        # A zero sleep would make the retries spin without virtual time passing.
+        if v is not None and not (v.ns or v.jiffies):
+            raise ValueError("expected a duration of more than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _cap_at_least_initial(self) -> BackoffOptions:
+        # Both in ns when neither is in jiffies; HZ/10 (no initial) is checked at no hz.
+        i, c = self.initial, self.cap
+        if i is not None and not i.jiffies and not c.jiffies and c.ns < i.ns:
+            raise ValueError(f"expected cap ({c}) of at least initial ({i})")
+        return self
+
+
+class Backoff(Linux):
+    """The seed's reaper with exponential back-off: after the n-th failed
+    mmap_sem trylock it sleeps initial * 2**(n-1), at most cap, and gives up
+    after `attempts` attempts or when the next sleep would take the retry
+    sleeps past `budget`.  It gives up without the seed's last sleep (that
+    sleep only holds the slot longer).  Queue, delay and what it tells the
+    OOM killer are `linux`'s options."""
+
+    name = "backoff"
+    Options = BackoffOptions
+
+    def __init__(self, options: BackoffOptions, machine: MachineSpec):
+        super().__init__(options, machine)
+        hz = machine.hz
+        # schedule_timeout_idle() sleeps whole jiffies: round each sleep up to one.
+        self.initial_ns = (options.initial.to_ns(hz) if options.initial is not None
+                           else self.sleep_ns)
+        self.cap_ns = max(options.cap.to_ns(hz), self.initial_ns)
+        self.budget_ns = options.budget.to_ns(hz) if options.budget is not None else None
+        self.jiffy_ns = machine.jiffy_ns
+        self.slept: dict[int, int] = {}       # id(work) -> retry sleep so far
+
+    def backoff_ns(self, attempt: int) -> int:
+        """initial * 2**(attempt-1), capped, in whole jiffies."""
+        ns = min(self.initial_ns << min(attempt - 1, 62), self.cap_ns)
+        return min(-(-ns // self.jiffy_ns) * self.jiffy_ns, KTIME_MAX)
+
+    @hookimpl
+    def workbench_reaper_retry(self, work: ReapWork, attempt: int) -> Retry:
+        sleep = self.backoff_ns(attempt)
+        slept = self.slept.get(id(work), 0)
+        over = self.budget_ns is not None and slept + sleep > self.budget_ns
+        if attempt >= self.attempts or over:
+            self.slept.pop(id(work), None)
+            return Retry(0, False)
+        self.slept[id(work)] = slept + sleep
+        return Retry(sleep, True)
+
+    @hookimpl
+    def workbench_reaper_done(self, work: ReapWork, reaped: bool) -> AfterReap:
+        self.slept.pop(id(work), None)
+        return super().workbench_reaper_done(work, reaped)
+
+
 class Seed(Linux):
     """The seed's reaper (aac453635549): the defaults of `linux` (the name
     older configs use)."""
@@ -138,3 +215,4 @@ def workbench_register_policies(registry: object) -> None:
     registry.add_policy(NoReaper)
     registry.add_policy(Linux)
     registry.add_policy(Seed)
+    registry.add_policy(Backoff)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workbench.kernel.oom_kill import (OOM_SCORE_ADJ_MIN, find_lock_task_mm, process_shares_mm,
                                        task_will_free_mem)
+from workbench.kernel.mm import MmStruct
 from workbench.kernel.sched import Process
 from workbench.policy import ABORT, OomControl, Policy, Victim, hookimpl
 
@@ -121,22 +122,29 @@ class Linux(Policy):
         """oom_unkillable_task(): init, kthreads, tasks outside the memcg."""
         return proc.init or proc.kthread or (oc.memcg is not None and proc.cgroup is not oc.memcg)
 
+    def eligible_mm(self, proc: Process, oc: OomControl) -> MmStruct | None:
+        """The mm oom_badness() scores, or None where it returns 0 (LONG_MIN
+        from 5.9): unkillable, no thread with an mm, OOM_SCORE_ADJ_MIN, an
+        MMF_OOM_SKIP mm (4.9), a vfork child (4.8)."""
+        if self.unkillable(proc, oc):
+            return None
+        task = find_lock_task_mm(proc)
+        if task is None or proc.oom_score_adj == OOM_SCORE_ADJ_MIN:
+            return None
+        if self.oom_mm_victims and task.mm.oom_skip:    # 4.9: reaped or gone already
+            return None
+        if self.skip_vfork and proc.in_vfork:           # 4.8 b18dc5f291c0
+            return None
+        return task.mm
+
     def badness(self, proc: Process, oc: OomControl) -> int | None:
         """oom_badness(): rss + swap entries + page tables, 3% off for
         CAP_SYS_ADMIN, oom_score_adj in thousandths of totalpages, at least 1;
         0 for an ineligible process.  With signed_badness (5.9) the score may
         be 0 or less, and an ineligible process is None (LONG_MIN)."""
-        none = None if self.signed_badness else 0
-        if self.unkillable(proc, oc):
-            return none
-        task = find_lock_task_mm(proc)
-        if task is None or proc.oom_score_adj == OOM_SCORE_ADJ_MIN:
-            return none
-        mm = task.mm
-        if self.oom_mm_victims and mm.oom_skip:     # 4.9: reaped or gone already
-            return none
-        if self.skip_vfork and proc.in_vfork:       # 4.8 b18dc5f291c0
-            return none
+        mm = self.eligible_mm(proc, oc)
+        if mm is None:
+            return None if self.signed_badness else 0
         points = mm.get_mm_rss() + mm.swapents + mm.nr_ptes + mm.nr_pmds
         if self.root_bonus and proc.cap_sys_admin:
             points -= points * 3 // 100
@@ -151,7 +159,57 @@ class Linux45(Linux):
     name = "linux-4.5"
 
 
+class OomKillAllocatingTask(Linux):
+    """vm.oom_kill_allocating_task = 1 on Linux: a global OOM kills the task
+    whose allocation failed (points 0, its worst child instead while child
+    sacrifice lasts), without a scan and so without waiting for a pending
+    victim; a memcg OOM, or an allocating task that is init, a kthread or
+    at OOM_SCORE_ADJ_MIN, falls back to the `linux` scan.  Options: those of
+    `linux`."""
+
+    name = "oom_kill_allocating_task"
+
+    @hookimpl
+    def workbench_oom_kill_allocating_task(self, oc: OomControl) -> bool:
+        # sysctl_oom_kill_allocating_task (mm/oom_kill.c out_of_memory(), 4.5);
+        # the kernel checks that current may be killed.
+        return True
+
+
+class LargestRssOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    abort_on_exiting: bool = LinuxOptions.model_fields["abort_on_exiting"]
+    oom_mm_victims: bool = LinuxOptions.model_fields["oom_mm_victims"]
+    child_sacrifice: bool = Field(False, description="kill the child with the largest RSS "
+                                  "instead (4.5's rule with RSS for badness; off: the "
+                                  "largest process itself, as a userspace killer does)")
+    skip_vfork: bool = LinuxOptions.model_fields["skip_vfork"]
+    kill_all_sharers: bool = LinuxOptions.model_fields["kill_all_sharers"]
+
+
+class LargestRss(Linux):
+    """The process with the largest RSS (anon + file + shmem pages), as
+    earlyoom --sort-by-rss or a naive killer ranks them: no page tables, no
+    root bonus, oom_score_adj ignored except that OOM_SCORE_ADJ_MIN is never
+    chosen.  The scan, its abort rule (4.5's TIF_MEMDIE and PF_EXITING, or
+    4.9's oom_mm with oom_mm_victims) and the kill are `linux`'s."""
+
+    name = "largest-rss"
+    Options = LargestRssOptions
+
+    def badness(self, proc: Process, oc: OomControl) -> int | None:
+        mm = self.eligible_mm(proc, oc)
+        if mm is None:
+            return 0
+        # At least 1 for an eligible process, as 4.5's oom_badness(): a
+        # process whose RSS is all gone can still be chosen, and the scan
+        # panics only when nothing is eligible.
+        return max(mm.get_mm_rss(), 1)
+
+
 @hookimpl
 def workbench_register_policies(registry: object) -> None:
     registry.add_policy(Linux)
     registry.add_policy(Linux45)
+    registry.add_policy(OomKillAllocatingTask)
+    registry.add_policy(LargestRss)

@@ -93,9 +93,9 @@ def test_options_are_validated_by_the_plugin(tmp_path):
 def test_unknown_names_list_the_known_ones(tmp_path):
     with pytest.raises(ConfigError) as e:
         experiment(HOG_AND_SLEEPERS, tmp_path, arm={"victim": "oldest", "reaper": "fifo"})
-    assert any("arm[0].victim: unknown victim policy 'oldest' (known: linux, linux-4.5)" in p
+    assert any("arm[0].victim: unknown victim policy 'oldest' (known: largest-rss, linux, linux-4.5, oom_kill_allocating_task)" in p
                for p in e.value.problems)
-    assert any("arm[0].reaper: unknown reaper policy 'fifo' (known: linux, none, seed)" in p
+    assert any("arm[0].reaper: unknown reaper policy 'fifo' (known: backoff, linux, none, seed)" in p
                for p in e.value.problems)
 
 
@@ -140,10 +140,12 @@ def test_built_ins_come_through_the_entry_point_group():
     names = {p["name"]: p["module"] for p in plugins.describe()}
     assert names == {"presets": "workbench.plugins.presets", "reaper": "workbench.plugins.reaper",
                      "victim": "workbench.plugins.victim",
-                     "vma_filter": "workbench.plugins.vma_filter"}
+                     "vma_filter": "workbench.plugins.vma_filter",
+                     "userspace": "workbench.plugins.userspace"}
     assert set(plugins.registry.presets) == {"patch", "no-reaper", "v4.6", "modern"}
     patch = plugins.registry.presets["patch"]
-    assert (patch.victim, patch.reaper, patch.vma_filter) == ("linux", "none", "linux")
+    assert (patch.victim, patch.reaper, patch.vma_filter, patch.userspace) == (
+        "linux", "none", "linux", "none")
     assert patch.follow_ups == ("oom-reaper",)
 
 

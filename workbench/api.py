@@ -15,38 +15,24 @@ from __future__ import annotations
 from typing import Iterator, Protocol
 
 from workbench.config import Dur, Rate, Size
-from workbench.kernel.oom_kill import (
-    OOM_SCORE_ADJ_MAX,
-    OOM_SCORE_ADJ_MIN,
-    find_lock_task_mm,
-    process_shares_mm,
-    task_will_free_mem,
-)
+from workbench.kernel.oom_kill import (OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN, find_lock_task_mm,
+                                       process_shares_mm, task_will_free_mem)
 from workbench.plugins.reaper import Linux as LinuxReaper
 from workbench.plugins.victim import Linux as LinuxVictim
 from workbench.plugins.vma_filter import Linux as LinuxVmaFilter
-from workbench.policy import (
-    ABORT,
-    CONCERNS,
-    AfterReap,
-    NoOptions,
-    OomControl,
-    Policy,
-    ReapWork,
-    Retry,
-    Victim,
-    ZapDetails,
-    hookimpl,
-)
+from workbench.policy import (ABORT, CONCERNS, AfterReap, MemInfo, NoOptions, OomControl, Policy,
+                              ReapWork, Retry, UserKill, UserspaceView, Victim, ZapDetails,
+                              hookimpl)
 from workbench.registry import OPTIONAL_HOOKS, REQUIRED_HOOKS, PluginError, PolicyRegistry
 from workbench.units import Duration
 from workbench.workload.spec import MachineSpec
 
 __all__ = [
     "ABORT", "AfterReap", "CONCERNS", "Dur", "Duration", "LinuxReaper", "LinuxVictim",
-    "LinuxVmaFilter", "MachineSpec", "MemCgroupView", "MmView", "NoOptions", "OOM_SCORE_ADJ_MAX", "OOM_SCORE_ADJ_MIN", "OPTIONAL_HOOKS",
+    "LinuxVmaFilter", "MachineSpec", "MemCgroupView", "MemInfo", "MmView", "NoOptions", "OOM_SCORE_ADJ_MAX", "OOM_SCORE_ADJ_MIN", "OPTIONAL_HOOKS",
     "OomControl", "OomControlView", "PAGE_SIZE", "PluginError", "Policy", "PolicyRegistry", "ProcessView", "REQUIRED_HOOKS",
-    "Rate", "ReapWork", "Retry", "Size", "TaskView", "Victim", "VmaView", "ZapDetails",
+    "Rate", "ReapWork", "Retry", "Size", "TaskView", "UserKill", "UserspaceView", "Victim",
+    "VmaView", "ZapDetails",
     "find_lock_task_mm", "hookimpl", "process_shares_mm", "task_will_free_mem",
 ]
 

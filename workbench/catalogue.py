@@ -15,7 +15,8 @@ from pydantic import BaseModel, TypeAdapter
 from workbench.discovery import Plugins
 from workbench.policy import CONCERNS
 
-TITLES = {"victim": "victim selectors", "reaper": "reaper policies", "vma_filter": "VMA filters"}
+TITLES = {"victim": "victim selectors", "reaper": "reaper policies", "vma_filter": "VMA filters",
+          "userspace": "userspace OOM killers"}
 
 
 def catalogue(plugins: Plugins) -> dict[str, Any]:
@@ -31,10 +32,9 @@ def catalogue(plugins: Plugins) -> dict[str, Any]:
         "follow_ups": [{"name": f.name, "since": f.since, "commit": f.commit, "doc": f.doc,
                         "policies": f.policies, "options": f.options, "kernel": f.kernel,
                         "plugin": f.plugin} for f in reg.follow_ups.values()],
-        "presets": [{"name": p.name, "doc": p.doc, "victim": p.victim, "reaper": p.reaper,
-                     "vma_filter": p.vma_filter, "follow_ups": list(p.follow_ups),
-                     "plugin": p.plugin} for p in sorted(reg.presets.values(),
-                                                         key=lambda p: p.name)],
+        "presets": [{"name": p.name, "doc": p.doc, **{c: getattr(p, c) for c in CONCERNS},
+                     "follow_ups": list(p.follow_ups), "plugin": p.plugin}
+                    for p in sorted(reg.presets.values(), key=lambda p: p.name)],
     }
 
 
@@ -124,8 +124,7 @@ def print_text(data: dict[str, Any], write: Any = print) -> None:
     write("presets:")
     for p in data["presets"]:
         write(f"  {p['name']:<12} {p['doc']}")
-        write(f"  {'':<12}   base: victim={p['victim']} reaper={p['reaper']} "
-              f"vma_filter={p['vma_filter']}")
+        write(f"  {'':<12}   base: " + " ".join(f"{c}={p[c]}" for c in CONCERNS))
         write(f"  {'':<12}   follow-ups: {', '.join(p['follow_ups']) or 'none'}")
 
 

@@ -357,6 +357,8 @@ class Expect(_Model):
     cgroups_recovered: NumberExpect | None = None
     cgroups_locked_up: NumberExpect | None = None
     cgroups: dict[str, CgroupExpect] | None = None
+    userspace_kills: NumberExpect | None = None
+    userspace_killed: list[str] | None = None
 
 
 class Scenario(_Model):
@@ -398,6 +400,7 @@ class ArmOptions(_Model):
     victim: dict[str, Any] = Field(default_factory=dict)
     reaper: dict[str, Any] = Field(default_factory=dict)
     vma_filter: dict[str, Any] = Field(default_factory=dict)
+    userspace: dict[str, Any] = Field(default_factory=dict)
 
 
 class Arm(_Model):
@@ -407,6 +410,7 @@ class Arm(_Model):
     victim: str | None = None
     reaper: str | None = None
     vma_filter: str | None = None
+    userspace: str | None = None
     options: ArmOptions = ArmOptions()
 
 

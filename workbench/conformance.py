@@ -17,6 +17,8 @@ reaper     no run in error (the kernel reports a leaked or twice-dropped mm
            virtual time.
 vma_filter never zaps a hugetlb VMA, nor a shared one unless its class says
            `reaps_shared = True`, and no run in error.
+userspace  no run in error, and never kills an OOM_SCORE_ADJ_MIN process
+           (earlyoom skips them since v1.6.1; the kernel's own rule).
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def check(concern: str, policy: str, *, plugins: Iterable[Any] = (),
     if options:
         arm["options"] = {concern: options}
     checks = {"victim": _victim_checks, "reaper": _reaper_checks,
-              "vma_filter": _vma_filter_checks}[concern]
+              "vma_filter": _vma_filter_checks, "userspace": _userspace_checks}[concern]
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="workbench-conformance-") as tmp:
         runner = _Runner(Path(tmp), arm, loaded)
@@ -339,6 +341,21 @@ def _reaper_checks(run: Callable, preset: str, seed: int) -> list[str]:
             problems.append(f"{_where(r, preset, seed)}: mm {mm} was queued and neither reaped "
                             "nor given up by the end of the run (with its mmap_sem never "
                             "released, the reaper must give up in finite virtual time)")
+    return problems
+
+
+# -- userspace OOM killers ---------------------------------------------------------
+
+def _userspace_checks(run: Callable, preset: str, seed: int) -> list[str]:
+    problems = []
+    for scenario in (UNKILLABLE, SCOPE):
+        r = run(scenario, preset, seed)
+        problems += _no_error(r, preset, seed)
+        adj = {e["pid"]: e["oom_score_adj"] for e in r.events if e["event"] == "fork"}
+        problems += [f"{_where(r, preset, seed)}: t={e['t']}: killed {e['comm']!r}, whose "
+                     "oom_score_adj is -1000 (OOM_SCORE_ADJ_MIN: never kill)"
+                     for e in r.events if e["event"] == "userspace_kill"
+                     and adj.get(e["pid"]) == -1000]
     return problems
 
 

@@ -17,8 +17,9 @@ import pluggy
 if TYPE_CHECKING:
     from workbench.kernel.mm import MmStruct, Vma
     from workbench.kernel.sched import Process, Task
+    from workbench.policy import (AfterReap, OomControl, ReapWork, Retry, UserKill, UserspaceView,
+                                  Victim, ZapDetails)
     from workbench.registry import PolicyRegistry
-    from workbench.policy import AfterReap, OomControl, ReapWork, Retry, Victim, ZapDetails
 
 hookspec = pluggy.HookspecMarker("workbench")
 
@@ -30,11 +31,12 @@ def workbench_register_policies(registry: PolicyRegistry) -> None:
     """Register named policies and presets.
 
     Called once when the plugins are loaded (entry-point group "workbench").
-    Call ``registry.add_policy(cls)`` for each victim selector, reaper policy
-    or VMA filter class (``cls.concern`` is "victim", "reaper" or
-    "vma_filter"; ``cls.name`` is what a config's arm names), and
-    ``registry.add_preset(name, victim=..., reaper=..., vma_filter=..., doc=...)``
-    for each preset.  Returns nothing.
+    Call ``registry.add_policy(cls)`` for each victim selector, reaper policy,
+    VMA filter or userspace killer class (``cls.concern`` is "victim",
+    "reaper", "vma_filter" or "userspace"; ``cls.name`` is what a config's
+    arm names), and ``registry.add_preset(name, victim=..., reaper=...,
+    vma_filter=..., doc=...)`` for each preset (``userspace=...`` is
+    optional, "none" by default).  Returns nothing.
     """
 
 
@@ -50,6 +52,21 @@ def workbench_select_bad_process(oc: OomControl) -> Victim | object | None:
     aborts while a victim is pending, and badness.  Return a
     ``Victim(task, points)``, ``ABORT`` to kill nothing this time (the
     allocator retries), or None when nothing is killable (the kernel panics).
+    """
+
+
+@hookspec(firstresult=True)
+def workbench_oom_kill_allocating_task(oc: OomControl) -> bool:
+    """Whether vm.oom_kill_allocating_task is set: kill the allocating task
+    instead of scanning.
+
+    Optional (no implementation: False).  Called by the global
+    out_of_memory() after the fatal-signal/exiting shortcut and before
+    workbench_select_bad_process; never for a memcg OOM.  When True and
+    oc.current is eligible (it has an mm, is neither init nor a kthread, and
+    its oom_score_adj is not OOM_SCORE_ADJ_MIN), the kernel kills it with
+    points 0 and "Out of memory (oom_kill_allocating_task)", without
+    scanning: a pending victim does not stop it.  Otherwise the scan runs.
     """
 
 
@@ -151,4 +168,28 @@ def workbench_reap_vma(vma: Vma, mm: MmStruct) -> ZapDetails | None:
     VMA's pages (anonymous pages and, with check_swap_entries, swap entries
     are freed; page-cache and shmem pages are only unmapped; with
     ignore_dirty, file pages with a dirty pte are left), or None to skip it.
+    """
+
+
+# -- userspace OOM killers (concern "userspace") ------------------------------------
+
+@hookspec(firstresult=True)
+def workbench_userspace_enabled() -> bool:
+    """Whether a userspace OOM killer daemon runs on the machine.
+
+    Called once when the simulated kernel boots.  False (the policy "none",
+    every preset's) starts nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def workbench_userspace_poll(view: UserspaceView) -> UserKill:
+    """One poll of the daemon: whom to SIGKILL now, and when to poll again.
+
+    Called at boot and then after each sleep the previous answer asked for,
+    while any scenario process lives or is still to start.  Return
+    ``UserKill(sleep_ns, kill=None, reason="")``: the kernel sends SIGKILL to
+    ``kill`` through kill(2) (no TIF_MEMDIE, no OOM reaper; a live process,
+    not init or a kthread), logs userspace_kill, then sleeps the daemon
+    sleep_ns (more than 0).
     """

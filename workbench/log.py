@@ -74,6 +74,11 @@ EVENTS: dict[str, str] = {
     "core_dump_start": "A process began a core dump to a pipe: size_kb of anonymous memory.",
     "core_dump": "The core dump ended: written_kb, holes_kb (reaped under it), complete.",
     "exit_group": "A thread called exit_group(): its process's other threads are killed.",
+    "userspace_start": "The arm's userspace OOM killer daemon started: policy (no pid: it is "
+                       "off the task list).",
+    "userspace_kill": "The userspace OOM killer sent SIGKILL through kill(2), not the OOM "
+                      "killer: pid, comm, policy, reason, and the meminfo it acted on "
+                      "(mem_available_kb, mem_total_kb, anon_pages_kb).",
     "task_state": "At the end of the run, one line per live thread: state, waiting_on, since.",
     "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
     "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",

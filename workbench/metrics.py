@@ -41,6 +41,8 @@ class Metrics:
         self.memcg_spans: dict[str, list[tuple[float, float]]] = {}   # (since, end) per cgroup
         self.memcg_first_oom: dict[str, float] = {}
         self.victims: list[dict[str, Any]] = []         # per kill: when its memory came back
+        self.userspace = False                          # the arm has a userspace OOM killer
+        self.userspace_killed: list[str] = []
         self.reaper_busy = 0.0
         self._reaping: dict[int, float] = {}            # mm -> first attempt of this reap
         self.end = 0.0
@@ -58,6 +60,7 @@ class Metrics:
     def on_header(self, e: dict) -> None:
         self.stall_limit = e["config"]["limits"]["stall_s"]
         self.expect = e["config"].get("expect")
+        self.userspace = e["config"].get("arm", {}).get("userspace", "none") != "none"
         for cg in e["config"]["scenario"].get("cgroups", []):
             self.memcg_stalls[cg["name"]] = []
             self.memcg_spans[cg["name"]] = []
@@ -75,6 +78,10 @@ class Metrics:
         self.victims.append({"comm": e["comm"], "pid": e.get("pid"), "mm": e.get("mm"),
                              "killed_s": e["t"], "freed_after_s": None, "freed_by": None})
         self._fatal(e)
+
+    def on_userspace_kill(self, e: dict) -> None:
+        self.userspace_killed.append(e["comm"])
+        self._fatal(e)          # its stuck waits are excused, as an OOM victim's are
 
     def on_kill_sharer(self, e: dict) -> None:
         self.killed_sharers.append(e["comm"])
@@ -213,6 +220,9 @@ class Metrics:
             "errors": self.errors,
             "end_s": self.end,
         }
+        if self.userspace:      # only arms with one: other logs keep their summary
+            s["userspace_kills"] = len(self.userspace_killed)
+            s["userspace_killed"] = self.userspace_killed
         s["expectations"] = len(self.expect) if self.expect else 0
         s["expect_failed"] = check_expect(self.expect, s) if self.expect else []
         return s

@@ -1,6 +1,6 @@
 """A run's policies: the kernel's typed door to the decision hooks.
 
-A run instantiates the policies its arm chose (workbench/registry.py holds
+A run instantiates the policies its arm chose, one per concern (workbench/registry.py holds
 the named classes, workbench/discovery.py loads the plugins that register
 them) and registers them with a plugin manager of its own, so each decision
 hook has exactly one answer.  `RunPolicies` checks every answer, turning a
@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 from workbench.discovery import new_plugin_manager
 from workbench.interrupt import Interrupt
-from workbench.kernel.sched import TASK_DEAD, Halt, Task
+from workbench.kernel.sched import TASK_DEAD, Halt, Process, Task
 from workbench.log import scrub, short_traceback
-from workbench.policy import ABORT, CONCERNS, AfterReap, ReapWork, Retry, Victim, ZapDetails
-from workbench.registry import RUNNING_REAPER_HOOKS
+from workbench.policy import (ABORT, CONCERNS, AfterReap, ReapWork, Retry, UserKill, Victim,
+                              ZapDetails)
+from workbench.registry import RUNNING_REAPER_HOOKS, RUNNING_USERSPACE_HOOKS
 from workbench.units import INT64_MAX, KTIME_MAX
 
 
@@ -112,6 +113,12 @@ class RunPolicies:
                             "ABORT or None", self._call("victim", hook, oc=oc),
                             lambda r: r if r is None or r is ABORT else _victim(r, oc))
 
+    def kill_allocating_task(self, oc: Any) -> bool:
+        hook = "workbench_oom_kill_allocating_task"
+        return self._answer("victim", hook, "True, False or None",
+                            self._call("victim", hook, oc=oc),
+                            lambda r: False if r is None else _bool(r))
+
     def sacrifice_child(self, oc: Any, victim: Victim) -> Victim:
         hook = "workbench_oom_sacrifice_child"
         return self._answer("victim", hook, f"a Victim of a live task in scope ({_POINTS})",
@@ -129,14 +136,15 @@ class RunPolicies:
     def reaper_enabled(self) -> bool:
         hook = "workbench_reaper_enabled"
         enabled = self._answer("reaper", hook, "True or False", self._call("reaper", hook), _bool)
-        missing = [h for h in RUNNING_REAPER_HOOKS if enabled and not self._implements(h)]
-        if missing:
-            raise PolicyError(self.names["reaper"], hook, "returned True, but a reaper that "
-                              f"runs needs {', '.join(missing)} too")
+        self._running("reaper", hook, enabled, RUNNING_REAPER_HOOKS)
         return enabled
 
-    def _implements(self, hook: str) -> bool:
-        return bool(getattr(self._hook, hook).get_hookimpls())
+    def _running(self, concern: str, hook: str, enabled: bool, needs: tuple[str, ...]) -> None:
+        """An enabled reaper or daemon must implement the hooks it will be asked."""
+        missing = [h for h in needs if enabled and not getattr(self._hook, h).get_hookimpls()]
+        if missing:
+            raise PolicyError(self.names[concern], hook, f"returned True, but a {concern} "
+                              f"policy that runs needs {', '.join(missing)} too")
 
     def reaper_queue(self, work: ReapWork) -> bool:
         hook = "workbench_reaper_queue"
@@ -178,6 +186,23 @@ class RunPolicies:
                             "VMAs cannot be zapped page by page)",
                             self._call("vma_filter", hook, vma=vma, mm=mm),
                             lambda r: r if r is None else _zap_details(r, vma))
+
+    # the userspace OOM killer
+
+    def userspace_enabled(self) -> bool:
+        hook = "workbench_userspace_enabled"
+        enabled = self._answer("userspace", hook, "True or False",
+                               self._call("userspace", hook), _bool)
+        self._running("userspace", hook, enabled, RUNNING_USERSPACE_HOOKS)
+        return enabled
+
+    def userspace_poll(self, view: Any) -> UserKill:
+        hook = "workbench_userspace_poll"
+        return self._answer("userspace", hook, "a UserKill(sleep_ns, kill, reason) with an int "
+                            "sleep_ns from 1 to 2**63-1, kill None or a live process of this "
+                            "run that is not init or a kthread, and a str reason",
+                            self._call("userspace", hook, view=view),
+                            lambda r: _user_kill(r, view._kernel))
 
 
 WRONG = object()
@@ -243,3 +268,16 @@ def _victim(r: Any, oc: Any) -> Victim | object:
             and not task.process.kthread and not task.process.init):
         return Victim(task, points)
     return WRONG
+
+
+def _user_kill(r: Any, kernel: Any) -> UserKill | object:
+    if not isinstance(r, UserKill):
+        return WRONG
+    sleep_ns, kill, reason = r.sleep_ns, r.kill, r.reason
+    if not _is_int(sleep_ns, 1, KTIME_MAX) or type(reason) is not str or len(reason) > 500:
+        return WRONG
+    if kill is not None and not (isinstance(kill, Process) and kill.alive and not kill.init
+                                 and not kill.kthread
+                                 and any(p is kill for p in kernel.processes)):
+        return WRONG
+    return UserKill(sleep_ns, kill, reason)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 hookimpl = pluggy.HookimplMarker("workbench")
 
-CONCERNS = ("victim", "reaper", "vma_filter")
+CONCERNS = ("victim", "reaper", "vma_filter", "userspace")
 
 
 class NoOptions(BaseModel):
@@ -138,3 +138,50 @@ class ZapDetails:
 
     ignore_dirty: bool = True           # leave file pages with a dirty pte alone
     check_swap_entries: bool = True     # free swap entries too
+
+
+# -- userspace OOM killers ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MemInfo:
+    """/proc/meminfo as a userspace killer reads it, in kB (workbench/kernel/
+    userspace.py meminfo() says how each is computed).  No swap is modelled."""
+
+    mem_total_kb: int
+    mem_free_kb: int
+    mem_available_kb: int
+    anon_pages_kb: int
+    swap_total_kb: int = 0
+    swap_free_kb: int = 0
+
+
+@dataclass
+class UserspaceView:
+    """What a userspace killer sees at one poll: /proc/meminfo, the clock,
+    and /proc/<pid> of every process.  memcg and totalpages are those of a
+    global OomControl, so oom_badness()-style helpers (the `linux` victim
+    policy's badness(), for /proc/pid/oom_score) accept it."""
+
+    meminfo: MemInfo
+    now_ns: int
+    totalpages: int
+    _kernel: object
+    memcg: None = None
+
+    def processes(self) -> Iterator[Process]:
+        """/proc: every live process, in task-list order; each counts as a step."""
+        k = self._kernel
+        for proc in k.for_each_process():
+            k.scanned()
+            yield proc
+
+
+@dataclass(frozen=True)
+class UserKill:
+    """A userspace killer's answer to one poll: SIGKILL `kill` (a live
+    process, or None for nobody) now, then sleep sleep_ns (more than 0) until
+    the next poll.  `reason` is logged with the kill."""
+
+    sleep_ns: int
+    kill: Process | None = None
+    reason: str = ""

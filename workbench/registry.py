@@ -26,21 +26,24 @@ class PluginError(Exception):
 
 
 # The decision hooks of each concern (workbench/hookspecs.py).  A policy
-# implements every required one; a reaper policy that answers
-# workbench_reaper_enabled with True needs the hooks of a running reaper too
+# implements every required one; a reaper (or userspace) policy that answers
+# its *_enabled hook with True needs the hooks of a running one too
 # (RunPolicies checks that when the kernel boots).
 REQUIRED_HOOKS: dict[str, tuple[str, ...]] = {
     "victim": ("workbench_select_bad_process", "workbench_oom_sacrifice_child",
                "workbench_oom_kill_sharer"),
     "reaper": ("workbench_reaper_enabled",),
     "vma_filter": ("workbench_reap_vma",),
+    "userspace": ("workbench_userspace_enabled",),
 }
 RUNNING_REAPER_HOOKS = ("workbench_reaper_queue", "workbench_reaper_next",
                         "workbench_reaper_retry", "workbench_reaper_done")
+RUNNING_USERSPACE_HOOKS = ("workbench_userspace_poll",)
 OPTIONAL_HOOKS: dict[str, tuple[str, ...]] = {
-    "victim": (),
+    "victim": ("workbench_oom_kill_allocating_task",),
     "reaper": RUNNING_REAPER_HOOKS + ("workbench_reaper_delay",),
     "vma_filter": (),
+    "userspace": RUNNING_USERSPACE_HOOKS,
 }
 PLUGIN_HOOKS = ("workbench_register_policies",)   # on the plugin object, not a policy
 
@@ -171,6 +174,7 @@ class Preset:
     follow_ups: tuple[str, ...]
     doc: str
     plugin: str
+    userspace: str = "none"                      # no userspace OOM killer
 
 
 @dataclass
@@ -218,12 +222,13 @@ class PolicyRegistry:
                                          self.current_plugin)
 
     def add_preset(self, name: str, *, victim: str, reaper: str, vma_filter: str,
-                   follow_ups: Iterable[str] = (), doc: str = "") -> None:
+                   userspace: str = "none", follow_ups: Iterable[str] = (),
+                   doc: str = "") -> None:
         if name in self.presets:
             raise PluginError(f"preset {name!r} is already registered by plugin "
                               f"{self.presets[name].plugin!r}")
         self.presets[name] = Preset(name, victim, reaper, vma_filter, tuple(follow_ups), doc,
-                                    self.current_plugin)
+                                    self.current_plugin, userspace)
 
     # -- one plugin at a time: a plugin that fails leaves nothing behind ----------
 

@@ -39,7 +39,7 @@ class Table:
             if s["invariant_violations"]:
                 failed.append(f"error: {s['invariant_violations']} kernel invariant "
                               "violation(s): see the log's invariant events")
-        cells = [result.scenario, result.arm, str(result.seed), s["outcome"], str(s["kills"]),
+        cells = [result.scenario, result.arm, str(result.seed), s["outcome"], _kills(s),
                  _seconds(s["recovery_s"]), _seconds(s["max_stall_s"]), _kb(s["reaped_kb"]),
                  "FAIL" if failed else ("ok" if s.get("expectations") else "-")]
         self._line(cells)
@@ -115,8 +115,18 @@ def _cell(runs: list[dict[str, Any]]) -> str:
     outcomes = "/".join(sorted({r["outcome"] for r in runs}))
     kills = sorted({r["kills"] for r in runs})
     text = f"{outcomes} k{kills[0]}" + (f"-{kills[-1]}" if len(kills) > 1 else "")
+    if any("userspace_kills" in r for r in runs):      # an arm with a userspace killer
+        user = sorted({r.get("userspace_kills", 0) for r in runs})
+        text += f" u{user[0]}" + (f"-{user[-1]}" if len(user) > 1 else "")
     return text + (" FAIL" if any(r["expect_failed"] or r["outcome"] == "error" for r in runs)
                    else "")
+
+
+def _kills(s: dict[str, Any]) -> str:
+    """The OOM kills, and "uN" for a userspace killer's SIGKILLs when the arm has one."""
+    if "userspace_kills" in s:
+        return f"{s['kills']} u{s['userspace_kills']}"
+    return str(s["kills"])
 
 
 def _seconds(value: float | None) -> str:

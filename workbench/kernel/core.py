@@ -69,6 +69,7 @@ class Kernel:
         self.nopage_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
         self.oom_reaper_wait = WaitQueue(self)
         self.oom_reaper_th: Task | None = None
+        self.userspace_th: Task | None = None      # the arm's userspace OOM killer daemon
         self.reaper_timers: set = set()            # ReapWork waiting for OOM_REAPER_DELAY
         self.open_stalls: list[list] = []
         self.steps = 0                             # see step()
@@ -203,6 +204,10 @@ class Kernel:
 
     def has_blocked_threads(self) -> bool:
         return any(t.waiting_on for t in self.user_threads()) or bool(self.open_stalls)
+
+    def pending_forks(self) -> bool:
+        """Whether a scenario process is still to start at its start time."""
+        return self._boot.pending_forks()
 
     def mutex(self, name: str) -> Mutex:
         if name not in self.mutexes:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from workbench.kernel import exit as kexit
-from workbench.kernel import memcontrol, mmap, oom_kill
+from workbench.kernel import memcontrol, mmap, oom_kill, userspace
 from workbench.kernel.mm import MmStruct, Vma
 from workbench.kernel.sched import TASK_INTERRUPTIBLE, TASK_KILLABLE, Process, Task, WaitQueue
 from workbench.units import kb
@@ -43,6 +43,8 @@ class Boot:
             k.oom_reaper_th = oom_kill.oom_init(k, next_pid)
             self.all_processes.append(k.oom_reaper_th.process)
             next_pid += 1
+        if k.policies.userspace_enabled():
+            k.userspace_th = userspace.userspace_init(k)     # no pid: off the task list
         for spec in specs:
             if spec is not declared_init:
                 next_pid += len(self._create(spec, next_pid).threads)
@@ -96,6 +98,8 @@ class Boot:
         if k.oom_reaper_th is not None:
             k.processes.append(k.oom_reaper_th.process)
             k.spawn(oom_kill.oom_reaper, k, k.oom_reaper_th)
+        if k.userspace_th is not None:
+            k.spawn(userspace.userspace_daemon, k, k.userspace_th)
         for proc, spec in self._fork_order():
             if spec.by_vfork_step:
                 continue                        # its parent's vfork step forks it
@@ -106,6 +110,11 @@ class Boot:
                 self._fork(proc, spec)
             else:
                 k.spawn(self._fork_at, proc, spec, start)
+
+    def pending_forks(self) -> bool:
+        """A process forked at its start time that has not started yet (one a
+        vfork step forks comes with its parent's thread, which is live)."""
+        return any(not proc.forked and not spec.by_vfork_step for proc, spec in self._specs)
 
     def _fork_order(self) -> list[tuple[Process, ProcessSpec]]:
         """File order, except that a parent or mm owner forks before the

@@ -93,12 +93,28 @@ async def out_of_memory(k: Kernel, current: Task, gfp: int, memcg: MemCgroup | N
         return True
     # constrained_alloc(): CONSTRAINT_NONE, totalram + swap (no swap modelled)
     oc = OomControl(current, gfp, 0, k.zone.managed, None, k)
+    if k.policies.kill_allocating_task(oc) and kill_allocating_task_eligible(current):
+        # mm/oom_kill.c out_of_memory(), 4.5: oom_kill_process(oc, current, 0,
+        # ...) and return true at once: no scan (so no abort for a pending
+        # TIF_MEMDIE victim) and no schedule_timeout_killable(1) after it.
+        log_invocation(k, current, gfp, None, "kill")
+        oom_kill_process(k, oc, Victim(current, 0), "Out of memory (oom_kill_allocating_task)")
+        return True
     if await select_and_kill(k, oc, "Out of memory") == "kill" and not (
             k.features.no_post_kill_sleep):
         # Give the killed process a good chance to exit before trying to
         # allocate again: one jiffy, killable, still holding oom_lock.
         await k.clock.sleep(current, k.jiffy_ns, TASK_KILLABLE, "oom_kill")
     return True
+
+
+def kill_allocating_task_eligible(current: Task) -> bool:
+    """The 4.5 condition beside sysctl_oom_kill_allocating_task: current->mm,
+    !oom_unkillable_task(current, NULL, nodemask) (not global init, not a
+    kthread; no nodemask here) and oom_score_adj != OOM_SCORE_ADJ_MIN."""
+    proc = current.process
+    return (current.mm is not None and not proc.init and not proc.kthread
+            and proc.oom_score_adj != OOM_SCORE_ADJ_MIN)
 
 
 async def select_and_kill(k: Kernel, oc: OomControl, message: str) -> str:

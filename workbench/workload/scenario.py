@@ -120,7 +120,7 @@ def _expect(e: C.Expect, path: str, names: set[str], cgroups: set[str],
             problem: Problems) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in e.model_dump(exclude_none=True).items():
-        if key in ("killed", "killed_sharers"):
+        if key in ("killed", "killed_sharers", "userspace_killed"):
             for j, name in enumerate(value):
                 if name not in names:
                     problem(f"{path}.{key}[{j}]", f"no process named {name!r}")
