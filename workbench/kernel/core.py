@@ -91,6 +91,8 @@ class Kernel:
             # Guarded like every task: a fault while forking the first
             # processes must end the run, not leave D-state waiters behind.
             await self._guard(self._start)
+        if self.clock.interrupted:
+            raise KeyboardInterrupt       # Ctrl-C, seen by the clock between two passes
 
     async def _start(self) -> None:
         self._boot.start(self._nursery)
@@ -103,21 +105,32 @@ class Kernel:
         ends the run cleanly with outcome "error"."""
         try:
             await fn(*args)
-        except PolicyError as e:
+        except Exception as e:
+            self._failed(e)
+
+    def call_guarded(self, fn: Callable[[], None]) -> None:
+        """What _guard does for a task, for the clock's work between two of
+        Trio's passes (no task runs it, so nothing else would catch)."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001  (as in _guard: every failure ends the run)
+            self._failed(e)
+
+    def _failed(self, e: Exception) -> None:
+        if isinstance(e, PolicyError):
             if not self.halting:
                 self.log.emit("error", **e.fields())
                 self.finish("error")
-        except Halt:
+        elif isinstance(e, Halt):
             if not self.halting:
                 self.finish("halt")
-        except LogWriteError:
+        elif isinstance(e, LogWriteError):
             self.halt()                         # nothing more can be recorded: stop
-        except Exception as e:
-            if not self.halting:
-                # A bug in the workbench itself: the run still ends with a
-                # valid log, the traceback in it.
-                self.log.emit("error", **internal_error(e))
-                self.finish("error")
+        elif not self.halting:
+            # A bug in the workbench itself: the run still ends with a
+            # valid log, the traceback in it.
+            self.log.emit("error", **internal_error(e))
+            self.finish("error")
 
     # -- bounding the work of a run ------------------------------------------------
 
