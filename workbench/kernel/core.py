@@ -21,6 +21,7 @@ from workbench.kernel.futex import Futex
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
 from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
+from workbench.kernel.tasklist import TaskList
 from workbench.log import EventLog, LogWriteError, internal_error
 from workbench.plugin import PolicyError, RunPolicies
 from workbench.units import kb, seconds
@@ -63,14 +64,15 @@ class Kernel:
         self.futexes: dict[str, Futex] = {}        # its user-space mutexes
         self.pipes: dict[str, Pipe] = {}           # its core-dump pipes
         self.file_vmas: list = []                  # (mm, vma) of mapped files, for reclaim
-        self.processes: list[Process] = []         # the task list, in fork order
+        self.tasklist = TaskList()                 # the task list, and the pending victims
+        self.processes = self.tasklist.processes   # the forked processes, in fork order
         # DEFAULT_RATELIMIT_INTERVAL (5 * HZ), DEFAULT_RATELIMIT_BURST (10)
         self.oom_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
         self.nopage_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
         self.oom_reaper_wait = WaitQueue(self)
         self.oom_reaper_th: Task | None = None
         self.reaper_timers: set = set()            # ReapWork waiting for OOM_REAPER_DELAY
-        self.open_stalls: list[list] = []
+        self.open_stalls: dict[int, list] = {}     # by id(rec), in the order they began
         self.steps = 0                             # see step()
         self._sampled_at = -MEMINFO_NS             # meminfo(): last sample and its values
         self._sampled: tuple = ()
@@ -236,11 +238,11 @@ class Kernel:
     def stall_begin(self, task: Task, pages: int, gfp: int, memcg: Any = None) -> list:
         """An allocation request (one chunk) entered the slow path (docs/metrics.md: a stall)."""
         rec = [task, self.clock.now, pages, gfp, memcg]
-        self.open_stalls.append(rec)
+        self.open_stalls[id(rec)] = rec
         return rec
 
     def stall_end(self, rec: list, ok: bool) -> None:
-        self.open_stalls.remove(rec)
+        del self.open_stalls[id(rec)]
         self._emit_stall(rec, "ok" if ok else "failed")
 
     def _emit_stall(self, rec: list, result: str) -> None:
@@ -285,7 +287,7 @@ class Kernel:
             return
         self.finished = True
         self.meminfo()
-        for rec in list(self.open_stalls):
+        for rec in list(self.open_stalls.values()):
             self._emit_stall(rec, "open")
         now = self.clock.now
         for t in self.for_each_thread():
@@ -330,9 +332,10 @@ class Kernel:
     def _check_mm_refs(self) -> None:
         """Every mm_struct whose users are gone has been freed, unless someone
         still at work holds it: the reaper, or a thread still in do_exit()."""
+        # One walk of the threads, not one per mm: O(N), not O(N^2), at 10,000 processes.
+        active = {id(t.active_mm) for t in self.for_each_thread() if t.active_mm is not None}
         for mm in self._all_mms():
-            if mm.mm_users or mm.freed or self._reaper_holds(mm) or any(
-                    t.active_mm is mm for t in self.for_each_thread()):
+            if mm.mm_users or mm.freed or self._reaper_holds(mm) or id(mm) in active:
                 continue
             held = {who: n for who, n in mm.holders.items() if n}
             if held == {"oom_reaper": 1} and self.policies.holds(mm):

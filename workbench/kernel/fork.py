@@ -57,7 +57,7 @@ class Boot:
         task = Task(1, init, "init", init.mm)
         task.state, task.waiting_on = TASK_INTERRUPTIBLE, "idle"
         init.mm.mm_users = 1
-        self.k.processes.append(init)
+        self.k.tasklist.add(init)
         self.all_processes.append(init)
         self.by_name["init"] = init
         return init
@@ -94,7 +94,7 @@ class Boot:
     def start(self, nursery: trio.Nursery) -> None:
         k = self.k
         if k.oom_reaper_th is not None:
-            k.processes.append(k.oom_reaper_th.process)
+            k.tasklist.add(k.oom_reaper_th.process)
             k.spawn(oom_kill.oom_reaper, k, k.oom_reaper_th)
         for proc, spec in self._fork_order():
             if spec.by_vfork_step:
@@ -158,7 +158,7 @@ class Boot:
                 _populate(k, proc, spec)
                 k.file_vmas.extend((mm, v) for v in mm.vmas if v.kind == "file")
             mm.mm_users += len(proc.threads)
-        k.processes.append(proc)
+        k.tasklist.add(proc)
         proc.forked = True
         memcontrol.attach(k, proc)
         k.log.emit("fork", pid=proc.pid, comm=proc.comm,

@@ -65,14 +65,17 @@ def mark_oom_victim(k: Kernel, task: Task, via: str) -> None:
     if task.tif_memdie:
         return
     task.tif_memdie = True
+    k.tasklist.flags_changed(task)
     if k.features.oom_mm and task.process.oom_mm is None and task.mm is not None:
         task.process.oom_mm = task.mm
         task.mm.oom_victim = True
+        k.tasklist.victim_marked(task.process)
     k.log.emit("mark_victim", pid=task.pid, tgid=task.tgid, comm=task.comm, via=via)
 
 
 def exit_oom_victim(k: Kernel, task: Task) -> None:
     task.tif_memdie = False
+    k.tasklist.flags_changed(task)
     k.log.emit("exit_oom_victim", pid=task.pid, tgid=task.tgid, comm=task.comm)
 
 

@@ -76,6 +76,7 @@ class Process:
         self.oom_mm: MmStruct | None = None  # signal->oom_mm (4.9): the victim's mm
         self.core_dumping = False          # SIGNAL_GROUP_COREDUMP
         self.vfork_done: WaitQueue | None = None  # its vfork() parent waits here
+        self.list_slot = -1                # its place in the task list (tasklist.py), once forked
 
     @property
     def cap_sys_admin(self) -> bool:
@@ -112,6 +113,7 @@ class Task:
         self.memcg_oom_gfp = 0
         self.memcg_stall: list | None = None  # a charge waiting on its memcg's limit
         self._rng: random.Random | None = None
+        self.list_slot = -1                # its place in the task list (tasklist.py), once forked
         process.threads.append(self)
         process.live_threads += 1
 
@@ -321,50 +323,75 @@ def wake_up_task(k: Kernel, task: Task) -> None:
 
 
 class WaitQueue:
-    """wait_queue_head_t: FIFO waiters, woken explicitly."""
+    """wait_queue_head_t: FIFO waiters, woken explicitly.
 
-    __slots__ = ("k", "_waiters")
+    A waiter that leaves by itself (a signal cut its wait short) is only
+    marked gone, in O(1), and dropped when it reaches the head or when gone
+    waiters outnumber the others; the live ones keep their order."""
+
+    __slots__ = ("k", "_waiters", "_live")
 
     def __init__(self, k: Kernel):
         self.k = k
-        self._waiters: deque = deque()
+        self._waiters: deque[list] = deque()    # [task, token, still queued]
+        self._live = 0
 
     def __len__(self) -> int:
-        return len(self._waiters)
+        return self._live
 
     def __bool__(self) -> bool:
-        return bool(self._waiters)
+        return self._live > 0
 
     async def wait(self, task: Task, state: str, what: str, token: object = None,
                    front: bool = False) -> bool:
         """Sleep until woken; token is handed back by wake_up_first().  front:
         queue at the head (a waiter that was woken and lost the race)."""
-        item = (task, token)
+        item = [task, token, True]
         if front:
             self._waiters.appendleft(item)
         else:
             self._waiters.append(item)
+        self._live += 1
 
         def dequeue() -> None:
-            if item in self._waiters:
-                self._waiters.remove(item)
+            if item[2]:
+                item[2] = False
+                self._live -= 1
+                if len(self._waiters) > 2 * self._live + 16:
+                    self._waiters = deque(w for w in self._waiters if w[2])
         return await block(self.k, task, state, what, dequeue)
 
+    def _head(self) -> list | None:
+        waiters = self._waiters
+        while waiters and not waiters[0][2]:
+            waiters.popleft()
+        return waiters[0] if waiters else None
+
     def first(self) -> tuple[Task, object] | None:
-        return self._waiters[0] if self._waiters else None
+        head = self._head()
+        return (head[0], head[1]) if head is not None else None
 
     def wake_up_first(self) -> tuple[Task, object]:
-        item = self._waiters.popleft()
+        item = self._head()
+        self._waiters.popleft()
+        item[2] = False
+        self._live -= 1
         wake_up_task(self.k, item[0])
-        return item
+        return item[0], item[1]
 
     def wake_up_all(self) -> None:
-        while self._waiters:
+        while self._live:
             self.wake_up_first()
 
     def wake_up_matching(self, match: Callable[[object], bool]) -> None:
         """Wake the waiters whose token matches (a custom wake function)."""
-        self.k.scanned(len(self._waiters))
-        for item in [w for w in self._waiters if match(w[1])]:
-            self._waiters.remove(item)
+        self.k.scanned(self._live)
+        woken = [w for w in self._waiters if w[2] and match(w[1])]
+        if not woken:
+            return
+        for item in woken:
+            item[2] = False
+        self._live -= len(woken)
+        self._waiters = deque(w for w in self._waiters if w[2])
+        for item in woken:
             wake_up_task(self.k, item[0])
