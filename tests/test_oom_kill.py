@@ -65,7 +65,8 @@ def test_scan_aborts_while_a_victim_holds_tif_memdie(run):
         process("waiter", heap="160MiB", resident="160MiB",
                 program=['{ sleep = "1ms" }', '{ lock = "m" }'])), preset="no-reaper")
     results = [e["result"] for e in r.of("out_of_memory")]
-    assert results[0] == "kill" and set(results[1:]) == {"abort"} and len(results) > 100
+    calls = sum(e.get("count", 1) for e in r.of("out_of_memory"))     # aborts fold (log.py)
+    assert results[0] == "kill" and set(results[1:]) == {"abort"} and calls > 100
     assert r.summary["kills"] == 1
 
 

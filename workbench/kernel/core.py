@@ -8,6 +8,7 @@ modules named after the files it models.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any, Awaitable, Callable, Iterator
 
@@ -310,6 +311,8 @@ class Kernel:
         if self.halting:
             return
         self.halting = True
+        with contextlib.suppress(LogWriteError):    # kept in log.failure: the run's end says so
+            self.log.flush()                    # the last folded OOM calls, before the end
         self.log.enabled = False
         try:
             for task, on_abort in list(self.refused_aborts.items()):
