@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 from trio._core import _run as trio_run
 
-from workbench.kernel.sched import trio_runner_queue
+from workbench.kernel.clock import trio_runner_queue
 
 ROOT = Path(__file__).parent.parent
 

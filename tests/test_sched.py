@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, Clock, Process,
-                                    Task, VirtualClock, WaitQueue)
+from workbench.kernel.clock import Clock, VirtualClock
+from workbench.kernel.sched import TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, Process, Task, WaitQueue
 
 MS = 1_000_000
 

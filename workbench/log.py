@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import orjson
-import structlog
 
 from workbench.files import open_new
 
@@ -194,6 +193,8 @@ class EventLog:
         self.failure: OSError | None = None
         self._now_ns = now_ns
         self._folds = AbortFolds()
+        # structlog: for a run only, validating a config does not need it (30 ms)
+        import structlog
 
         def add_time(_logger: Any, _method: str, event: dict) -> dict:
             if "t" not in event:                # a fold carries the time of its first call

@@ -28,7 +28,7 @@ from trio._core import _run as trio_run_module
 
 from workbench.experiment import ArmSpec, Experiment
 from workbench.kernel.core import Kernel
-from workbench.kernel.sched import VirtualClock
+from workbench.kernel.clock import VirtualClock
 from workbench.files import OutError, contained_dir, prepare_out, write_atomic
 from workbench.interrupt import Interrupt
 from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, internal_error

@@ -21,7 +21,8 @@ from workbench.kernel.features import Features
 from workbench.kernel.futex import Futex
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
-from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
+from workbench.kernel.clock import Clock
+from workbench.kernel.sched import TASK_DEAD, Halt, Process, Task, WaitQueue
 from workbench.kernel.tasklist import TaskList
 from workbench.log import EventLog, LogWriteError, internal_error
 from workbench.plugin import PolicyError, RunPolicies

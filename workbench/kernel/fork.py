@@ -11,17 +11,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import trio
-
 from workbench.kernel import exit as kexit
 from workbench.kernel import memcontrol, mmap, oom_kill
 from workbench.kernel.mm import MmStruct, Vma
-from workbench.kernel.sched import TASK_INTERRUPTIBLE, TASK_KILLABLE, Process, Task, WaitQueue
+from workbench.kernel.sched import (
+    TASK_INTERRUPTIBLE,
+    TASK_KILLABLE,
+    Process,
+    Task,
+    WaitQueue,
+)
 from workbench.units import kb
 from workbench.workload import program
 from workbench.workload.spec import ProcessSpec
 
 if TYPE_CHECKING:
+    import trio
+
     from workbench.kernel.core import Kernel
 
 
@@ -198,6 +204,8 @@ def _populate(k: Kernel, proc: Process, spec: ProcessSpec) -> None:
 
 async def _thread(k: Kernel, task: Task, steps: tuple) -> None:
     """A simulated thread: its program, then do_exit()."""
+    # trio: a run's module, not a config's (sched.py)
+    import trio
     task.trio_task = trio.lowlevel.current_task()
     with task.signal_scope:
         await program.run(k, task, steps)

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trio.lowlevel import current_task
-
 from workbench.kernel import fork, memory, signal
 from workbench.kernel import gfp as GFP
 from workbench.kernel.mm import MmStruct
-from workbench.kernel.sched import (TASK_DEAD, TASK_INTERRUPTIBLE, TASK_KILLABLE,
-                                    TASK_UNINTERRUPTIBLE, Process, Task)
+from workbench.kernel.sched import (
+    TASK_DEAD,
+    TASK_INTERRUPTIBLE,
+    TASK_KILLABLE,
+    TASK_UNINTERRUPTIBLE,
+    Process,
+    Task,
+)
 from workbench.policy import ABORT, OomControl, ReapWork, Victim
 from workbench.units import kb, seconds
 
@@ -374,6 +378,7 @@ def _queue(k: Kernel, work: ReapWork) -> None:
 
 async def oom_reaper(k: Kernel, me: Task) -> None:
     """The kthread: wait for work, reap it, repeat."""
+    from trio.lowlevel import current_task  # a run's module, not a config's (sched.py)
     me.trio_task = current_task()
     while True:
         k.step(("reaper", "workbench_reaper_next"))
