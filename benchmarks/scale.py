@@ -228,7 +228,8 @@ def main() -> None:
     out += rows
 
     print("\n2. one more virtual second of livelock beside N parked processes\n")
-    lengths = (10, 30) if args.quick else (10, 100)
+    # Both lengths past the filling: at 10,000 processes the writer needs ~10 s to run out.
+    lengths = (10, 30) if args.quick else (20, 100)
     rows, per_s = [], {}
     for n in (100, sizes[-1]):
         pair = [in_child(f"livelock N={n} {t}s", workload(n, "parked", True, t), "patch", 900)

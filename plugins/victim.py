@@ -79,9 +79,10 @@ class Linux(Policy):
 
     def _aborts_on_thread(self, oc: OomControl) -> bool:
         """Whether the walk below would return ABORT, asked of the kernel's
-        index of TIF_MEMDIE and PF_EXITING threads: only those can abort it,
-        and the walk's first one to do so (in list order) is where it stops.
-        Without one the walk finds no abort and need not look for it."""
+        index of TIF_MEMDIE and PF_EXITING threads: only those can abort it
+        (mm/oom_kill.c oom_scan_process_thread(), 4.5: OOM_SCAN_ABORT), and
+        the walk's first one to do so, in list order, is where it stops and
+        what it is charged.  Without one the walk cannot abort either."""
         for task in oc.pending_threads():
             if self.unkillable(task.process, oc):
                 continue
@@ -92,7 +93,8 @@ class Linux(Policy):
         return False
 
     def _aborts_on_process(self, oc: OomControl) -> bool:
-        """The same for the per-process walk: only an oom_mm victim aborts it."""
+        """The same for the per-process walk: only a victim with signal->oom_mm
+        and no MMF_OOM_SKIP aborts it (mm/oom_kill.c oom_evaluate_task(), 4.9)."""
         for proc in oc.victim_processes():
             if self.unkillable(proc, oc) or proc.oom_mm.oom_skip:
                 continue
