@@ -57,6 +57,8 @@ class Linux(Policy):
 
     def _scan_threads(self, oc: OomControl) -> Victim | object | None:
         """4.5/4.6 select_bad_process() with oom_scan_process_thread()."""
+        if self._aborts_on_thread(oc):
+            return ABORT
         chosen, chosen_points = None, 0
         for task in oc.threads():                           # for_each_process_thread
             if self.unkillable(task.process, oc):
@@ -76,8 +78,35 @@ class Linux(Policy):
             chosen, chosen_points = task, points
         return Victim(chosen, chosen_points) if chosen is not None else None
 
+    def _aborts_on_thread(self, oc: OomControl) -> bool:
+        """Whether the walk below would return ABORT, asked of the kernel's
+        index of TIF_MEMDIE and PF_EXITING threads: only those can abort it
+        (mm/oom_kill.c oom_scan_process_thread(), 4.5: OOM_SCAN_ABORT), and
+        the walk's first one to do so, in list order, is where it stops and
+        what it is charged.  Without one the walk cannot abort either."""
+        for task in oc.pending_threads():
+            if self.unkillable(task.process, oc):
+                continue
+            if task.tif_memdie or (task.mm is not None and self.abort_on_exiting
+                                   and task_will_free_mem(task)):
+                oc.scanned_through(task)
+                return True
+        return False
+
+    def _aborts_on_process(self, oc: OomControl) -> bool:
+        """The same for the per-process walk: only a victim with signal->oom_mm
+        and no MMF_OOM_SKIP aborts it (mm/oom_kill.c oom_evaluate_task(), 4.9)."""
+        for proc in oc.victim_processes():
+            if self.unkillable(proc, oc) or proc.oom_mm.oom_skip:
+                continue
+            oc.scanned_through(proc)
+            return True
+        return False
+
     def _scan_processes(self, oc: OomControl) -> Victim | object | None:
         """4.9+ select_bad_process() with oom_evaluate_task(), per process."""
+        if self._aborts_on_process(oc):
+            return ABORT
         chosen, chosen_points = None, 0
         for proc in oc.processes():                         # for_each_process
             if self.unkillable(proc, oc):

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 SCENARIO = '''
@@ -152,3 +154,15 @@ def test_the_main_job_meets_every_expectation():
     r = workbench("run", "configs/default.toml", "--jobs", "2", "--out", "runs/test-main-job")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAIL" not in r.stdout and "error" not in r.stdout
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "configs/default.toml"]])
+def test_start_up_imports_no_run_machinery(argv):
+    """--help and validate import neither Trio (0.1 s), nor pytest (trio.testing), nor
+    structlog: a run needs them, a config does not (workbench/kernel/sched.py)."""
+    code = ("import sys\nfrom workbench import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('trio', 'pytest', 'structlog') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True,
+                       text=True, check=True)
+    assert r.stdout.strip().splitlines()[-1] == "[]"

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import trio
 from trio._core import _run as trio_run
+
+from workbench.kernel.clock import trio_runner_queue
 
 ROOT = Path(__file__).parent.parent
 
@@ -16,6 +19,14 @@ def test_trio_private_scheduling_switch_still_exists():
     """The runner relies on these two private names; trio is pinned for them."""
     assert hasattr(trio_run, "_ALLOW_DETERMINISTIC_SCHEDULING")
     assert hasattr(trio_run._r, "seed") and hasattr(trio_run._r, "shuffle")
+
+
+def test_trio_private_run_queue_still_exists():
+    """The clock reads Trio's run queue (private too) to know whether a task is alone."""
+    async def main():
+        queue = trio_runner_queue()
+        assert hasattr(queue, "append") and len(queue) == 0   # this task runs: not queued
+    trio.run(main)
 
 
 def _cli_run(out: Path, seed: int, hashseed: str) -> dict[str, bytes]:

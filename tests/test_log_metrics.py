@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -109,3 +110,37 @@ def test_only_the_lines_the_kernel_printed_carry_msg(run):
     with_msg = {e["event"] for e in r.events if "msg" in e}
     assert with_msg <= PRINTED and {"kill", "select_victim", "oom_header"} <= with_msg
     assert r.events[-1]["t"] == r.summary["end_s"]
+
+
+def test_consecutive_identical_aborted_ooms_of_a_task_fold_into_one_event(tmp_path):
+    """docs/events.md, Folded aborts: per task, until any other event; t of the first call."""
+    from workbench.log import EventLog
+    now = [0]
+    seen = []
+    log = EventLog(tmp_path / "x.jsonl", {}, lambda: now[0], [seen.append])
+
+    def oom(t, pid, result="abort", gfp=1):
+        now[0] = t * 1_000_000_000
+        log.emit("out_of_memory", pid=pid, gfp_mask=gfp, result=result)
+    oom(1, 7)
+    oom(2, 8)
+    oom(3, 7)
+    oom(4, 7)
+    oom(5, 8, gfp=2)            # task 8 with other fields: every open fold is written first
+    oom(6, 8, gfp=2)
+    now[0] = 7_000_000_000
+    log.emit("meminfo", free_kb=1)
+    oom(8, 7)
+    oom(9, 7, result="kill")    # a kill never folds, and writes the open fold first
+    oom(10, 7)
+    log.flush()                 # the end of the run (Kernel.halt)
+    log.commit()
+    lines = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["t"], e.get("pid"), e.get("count"), e.get("until")) for e in lines] == [
+        ("out_of_memory", 1.0, 7, 3, 4.0), ("out_of_memory", 2.0, 8, None, None),
+        ("out_of_memory", 5.0, 8, 2, 6.0), ("meminfo", 7.0, None, None, None),
+        ("out_of_memory", 8.0, 7, None, None), ("out_of_memory", 9.0, 7, None, None),
+        ("out_of_memory", 10.0, 7, None, None)]
+    assert lines[2]["gfp_mask"] == 2 and lines[5]["result"] == "kill"
+    assert seen == lines                               # the metrics see what the file holds
+    assert feed(lines).oom_invocations == 9

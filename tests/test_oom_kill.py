@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from helpers import process, scenario
 
 from workbench.kernel import oom_kill
-from workbench.plugins.victim import Linux45, LinuxOptions
+from workbench.plugins.victim import Linux, Linux45, LinuxOptions
+
+ROOT = Path(__file__).parent.parent
 
 
 def _proc(anon, *, uid=1000, adj=0, kthread=False, init=False):
@@ -62,7 +65,8 @@ def test_scan_aborts_while_a_victim_holds_tif_memdie(run):
         process("waiter", heap="160MiB", resident="160MiB",
                 program=['{ sleep = "1ms" }', '{ lock = "m" }'])), preset="no-reaper")
     results = [e["result"] for e in r.of("out_of_memory")]
-    assert results[0] == "kill" and set(results[1:]) == {"abort"} and len(results) > 100
+    calls = sum(e.get("count", 1) for e in r.of("out_of_memory"))     # aborts fold (log.py)
+    assert results[0] == "kill" and set(results[1:]) == {"abort"} and calls > 100
     assert r.summary["kills"] == 1
 
 
@@ -175,3 +179,45 @@ def test_the_kernels_lines_are_worded_as_45_worded_them(run):
     assert r.first("oom_dump_tasks")["msg"].startswith("[ pid ]   uid  tgid total_vm      rss")
     row = r.first("oom_dump_task", comm="a")["msg"]
     assert row.endswith("        0 a") and "   16384    16384" in row
+
+
+def _walk_would_abort(self, oc, by_process):
+    """The answer of the whole walk, without the index: (aborts, steps up to the abort)."""
+    k = oc._kernel
+    entries = k.for_each_process() if by_process else k.for_each_thread()
+    for n, e in enumerate(entries, 1):
+        proc = e if by_process else e.process
+        if self.unkillable(proc, oc):
+            continue
+        if by_process:
+            if proc.oom_mm is not None and not proc.oom_mm.oom_skip:
+                return True, n
+        elif e.tif_memdie or (e.mm is not None and self.abort_on_exiting
+                              and oom_kill.task_will_free_mem(e)):
+            return True, n
+    return False, 0
+
+
+@pytest.mark.parametrize("name, preset", [
+    ("s05-exiting-thread-vs-mmap-writer", "patch"), ("s03-victim-blocked-on-lock", "no-reaper"),
+    ("s06-parallel-memcg-ooms", "patch"), ("s03-victim-blocked-on-lock", "modern"),
+    ("s04-mmap-writer-d-state", "modern"), ("s12-mm-shared-with-init", "v4.6")])
+def test_the_pending_victim_index_answers_as_the_walk_would(run, monkeypatch, name, preset):
+    """The ABORT decision from the kernel's index of TIF_MEMDIE / PF_EXITING threads
+    (oom_mm processes from 4.9) is the walk's, and charges the walk's steps."""
+    checked = []
+    for method, by_process in (("_aborts_on_thread", False), ("_aborts_on_process", True)):
+        original = getattr(Linux, method)
+
+        def checking(self, oc, _orig=original, _by=by_process):
+            expected = _walk_would_abort(self, oc, _by)
+            before = oc._kernel.steps
+            got = _orig(self, oc)
+            assert (got, oc._kernel.steps - before) == expected
+            checked.append(got)
+            return got
+        monkeypatch.setattr(Linux, method, checking)
+    text = (ROOT / "configs" / "scenarios" / f"{name}.toml").read_text()
+    r = run(text, preset=preset)
+    assert r.summary["outcome"] != "error"
+    assert True in checked              # the index did answer ABORT in this run

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, Clock, Process,
-                                    Task, WaitQueue)
+from workbench.kernel.clock import Clock, VirtualClock
+from workbench.kernel.sched import TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, Process, Task, WaitQueue
 
 MS = 1_000_000
 
@@ -35,10 +35,19 @@ class MiniKernel:
     def has_blocked_threads(self):
         return False
 
+    def call_guarded(self, fn):
+        fn()
+
     def finish(self, reason):
         self.ended = (reason, self.clock.now)
         self.halting = True
         self.nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def virtual_clock():
+    """The run's Trio clock (pytest-trio runs a test with a Clock a fixture returns)."""
+    return VirtualClock()
 
 
 def thread(name):
@@ -53,7 +62,7 @@ async def simulate(k, *bodies):
             nursery.start_soon(body)
 
 
-async def test_virtual_time_is_exact_integer_nanoseconds(mock_clock):
+async def test_virtual_time_is_exact_integer_nanoseconds(virtual_clock):
     k, t = MiniKernel(limit_ms=2000), thread("a")
     seen = []
 
@@ -69,7 +78,39 @@ async def test_virtual_time_is_exact_integer_nanoseconds(mock_clock):
     assert k.ended == ("idle", 1_000_000_000)
 
 
-async def test_the_run_ends_at_the_time_limit(mock_clock):
+class StepsOf(trio.abc.Instrument):
+    """Counts the Trio task steps of the tasks in `tasks` (each adds itself)."""
+
+    def __init__(self):
+        self.tasks, self.steps = set(), 0
+
+    def after_task_step(self, task):
+        if task in self.tasks:
+            self.steps += 1
+
+
+async def test_a_thread_alone_passes_time_without_yielding(virtual_clock):
+    counted = StepsOf()
+    trio.lowlevel.add_instrument(counted)
+
+    async def sleeper(k, task, step, n):
+        task.trio_task = trio.lowlevel.current_task()
+        counted.tasks.add(task.trio_task)
+        for _ in range(n):
+            await k.clock.sleep(task, step * MS, TASK_INTERRUPTIBLE)
+
+    k, a = MiniKernel(limit_ms=5000), thread("a")
+    await simulate(k, lambda: sleeper(k, a, 3, 100))
+    assert k.ended == ("idle", 300 * MS)
+    assert counted.steps <= 3         # its first step, maybe one wake-up, and its return
+    counted.steps = 0
+    k, a, b = MiniKernel(limit_ms=5000), thread("a"), thread("b")
+    await simulate(k, lambda: sleeper(k, a, 3, 100), lambda: sleeper(k, b, 3, 100))
+    assert counted.steps >= 200       # their timers tie: both wake together, every sleep yields
+    assert k.ended == ("idle", 300 * MS)
+
+
+async def test_the_run_ends_at_the_time_limit(virtual_clock):
     k, t = MiniKernel(limit_ms=250), thread("a")
 
     async def body():
@@ -82,7 +123,7 @@ async def test_the_run_ends_at_the_time_limit(mock_clock):
 
 
 async def test_a_killable_wait_returns_false_and_a_d_state_wait_keeps_the_signal_pending(
-        mock_clock):
+        virtual_clock):
     k, a, b = MiniKernel(), thread("a"), thread("b")
     q = WaitQueue(k)
     results = {}

@@ -81,7 +81,10 @@ def _reaper(events: list[dict[str, Any]]) -> list[str]:
 
 
 def _killer(events: list[dict[str, Any]], summary: dict[str, Any]) -> list[str]:
-    results = Counter(e["result"] for e in events if e["event"] == "out_of_memory")
+    results: Counter[str] = Counter()
+    for e in events:
+        if e["event"] == "out_of_memory":
+            results[e["result"]] += e.get("count", 1)       # a fold of aborted calls
     if not results:
         return ["out_of_memory() never ran: the stalled allocations may not invoke the OOM "
                 "killer (no __GFP_FS, or a memcg charge from kernel context)"]

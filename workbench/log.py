@@ -7,6 +7,11 @@ An event carries `msg` only where the modelled kernel printed a line, worded
 as 4.5 worded it.  Lines are written through orjson into a buffered file that
 is not flushed per line (a flush would cost more than the event); the run
 writes `.jsonl.tmp` and renames it once its summary is written.
+
+A livelock calls out_of_memory() once per slow-path round and every call
+aborts the same way: `AbortFolds` folds consecutive identical aborted calls
+of one task into one event with a count and the time of the last call
+(docs/events.md says exactly which), so an hour of livelock is not 600 MB.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 import orjson
-import structlog
 
 from workbench.files import open_new
 
@@ -37,7 +41,8 @@ EVENTS: dict[str, str] = {
                "at most one sample per 10 ms of virtual time, and one at the end.",
     "out_of_memory": "out_of_memory() ran: constraint, result shortcut | abort | kill | panic "
                      "| none (a memcg with nothing eligible) | nofs (4.7+: no kill for "
-                     "!__GFP_FS).",
+                     "!__GFP_FS). Consecutive identical aborted calls of one task are one "
+                     "event: t of the first, count (2 or more) and until (t of the last).",
     "oom_header": "dump_header(): the 'invoked oom-killer' line.",
     "oom_cpuset": "dump_header(): the cpuset line (not under modern-oom-report).",
     "oom_meminfo": "dump_header(): the zone's free pages and watermarks (show_mem), no msg.",
@@ -88,6 +93,37 @@ EVENTS: dict[str, str] = {
              "problem (policy empty).",
     "summary": "Last line: outcome and metrics (docs/metrics.md).",
 }
+
+
+class AbortFolds:
+    """Aborted out_of_memory() calls not written yet, one fold per task, in
+    the order of their first call.  A call joins its task's fold when every
+    field but the time is the same; any other event, or a call of that task
+    that differs, writes the folds first (EventLog.emit), so the log keeps
+    its order and its times never go back."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, list] = {}     # pid -> [fields, first ns, last ns, count]
+
+    def __bool__(self) -> bool:
+        return bool(self._open)
+
+    def add(self, fields: dict[str, Any], now: int) -> bool:
+        """Fold in one call; False if its task's open fold differs (write first)."""
+        fold = self._open.get(fields["pid"])
+        if fold is None:
+            self._open[fields["pid"]] = [fields, now, now, 1]
+            return True
+        if fold[0] != fields:
+            return False
+        fold[2] = now
+        fold[3] += 1
+        return True
+
+    def take(self) -> list[list]:
+        folds = list(self._open.values())
+        self._open.clear()
+        return folds
 
 
 class LogWriteError(Exception):
@@ -160,9 +196,14 @@ class EventLog:
         self._file = open_new(self.tmp, buffering=1 << 16)
         self.enabled = True
         self.failure: OSError | None = None
+        self._now_ns = now_ns
+        self._folds = AbortFolds()
+        # structlog: for a run only, validating a config does not need it (30 ms)
+        import structlog
 
         def add_time(_logger: Any, _method: str, event: dict) -> dict:
-            event["t"] = now_ns() / 1e9
+            if "t" not in event:                # a fold carries the time of its first call
+                event["t"] = now_ns() / 1e9
             return event
 
         def observe(_logger: Any, _method: str, event: dict) -> dict:
@@ -182,7 +223,25 @@ class EventLog:
         if self.enabled:
             if event not in EVENTS:
                 raise ValueError(f"event {event!r} is not in the vocabulary (workbench/log.py)")
+            if event == "out_of_memory" and fields.get("result") == "abort":
+                now = self._now_ns()
+                if not self._folds.add(fields, now):
+                    self.flush()
+                    self._folds.add(fields, now)
+                return
+            if self._folds:
+                self.flush()
             self._log.msg(event, **fields)
+
+    def flush(self) -> None:
+        """Write the open folds of aborted out_of_memory() calls (before any
+        other event, and at the end of the run)."""
+        for fields, first, last, count in self._folds.take():
+            if not self.enabled:
+                return
+            if count > 1:
+                fields = {**fields, "count": count, "until": last / 1e9}
+            self._log.msg("out_of_memory", t=first / 1e9, **fields)
 
     def failed_with(self, e: OSError) -> LogWriteError:
         """Writing failed: nothing more is written, and the run is to end."""

@@ -66,7 +66,7 @@ class Metrics:
             self.memcg_spans[cg["name"]] = []
 
     def on_out_of_memory(self, e: dict) -> None:
-        self.oom_invocations += 1
+        self.oom_invocations += e.get("count", 1)     # a fold of aborted calls (log.py)
         if self.first_oom is None:
             self.first_oom = e["t"]
         if e.get("memcg") is not None:

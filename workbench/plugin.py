@@ -76,15 +76,15 @@ class RunPolicies:
 
     def scanned(self, n: int, limit: int) -> None:
         """n tasks looked at by the hook being called: more than `limit` in one
-        call (limits.steps_per_instant) is that policy's fault, a scan that
-        never ends."""
+        call (limits.steps_per_instant, or two walks of the whole list if that
+        is more) is that policy's fault, a scan that never ends."""
         self.scans += n
         if self.current is not None and self.scans > limit:
             concern, hook = self.current
             halt = Halt("step limit")        # a BaseException: `except Exception` cannot stop it
             halt.policy_error = PolicyError(
-                self.names[concern], hook, f"step limit: one call looked at more than "
-                f"limits.steps_per_instant = {limit} tasks: a scan that never ends")
+                self.names[concern], hook, f"step limit: one call looked at more than {limit} "
+                "tasks (limits.steps_per_instant, or twice the task list): a scan that never ends")
             raise halt
 
     def _answer(self, concern: str, hook: str, expected: str, r: Any,

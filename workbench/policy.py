@@ -91,6 +91,26 @@ class OomControl:
             k.scanned()
             yield proc
 
+    def pending_threads(self) -> list[Task]:
+        """The live threads with TIF_MEMDIE or PF_EXITING, in for_each_process_thread()
+        order: the only ones that can make a 4.5 scan abort, from the kernel's index
+        (no walk, no steps).  A scan that aborts on one calls scanned_through()."""
+        return self._kernel.tasklist.pending_threads()
+
+    def victim_processes(self) -> list[Process]:
+        """The live processes with signal->oom_mm (4.9), in for_each_process() order."""
+        return self._kernel.tasklist.victim_processes()
+
+    def scanned_through(self, entry: Task | Process) -> None:
+        """Count the steps of a walk that stopped at entry, a thread from
+        pending_threads() or a process from victim_processes(): every thread or
+        process threads() or processes() would have yielded up to it."""
+        k = self._kernel
+        if entry in k.tasklist.processes:
+            k.scanned(k.tasklist.processes_through(entry))
+        else:
+            k.scanned(k.tasklist.threads_through(entry))
+
     def in_scope(self, task: Task) -> bool:
         """False for a task outside the memcg being scanned (oom_unkillable_task)."""
         return self.memcg is None or task.process.cgroup is self.memcg

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import trio
-import trio.testing
 from trio._core import _run as trio_run_module
 
 from workbench.experiment import ArmSpec, Experiment
 from workbench.kernel.core import Kernel
+from workbench.kernel.clock import VirtualClock
 from workbench.files import OutError, contained_dir, prepare_out, write_atomic
 from workbench.interrupt import Interrupt
 from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, internal_error
@@ -166,7 +166,7 @@ def _simulate(scenario: ScenarioSpec, arm: ArmSpec, seed: int, log: EventLog,
     log.emit("header", **fields)
     deterministic_scheduling(seed)
     try:
-        trio.run(kernel.main, clock=trio.testing.MockClock(), instruments=list(instruments))
+        trio.run(kernel.main, clock=VirtualClock(), instruments=list(instruments))
     except BaseExceptionGroup as group:       # Ctrl-C arrives wrapped by the nursery
         if group.subgroup(KeyboardInterrupt) is not None:
             raise KeyboardInterrupt from None

@@ -8,6 +8,7 @@ modules named after the files it models.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any, Awaitable, Callable, Iterator
 
@@ -20,7 +21,9 @@ from workbench.kernel.features import Features
 from workbench.kernel.futex import Futex
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
-from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
+from workbench.kernel.clock import Clock
+from workbench.kernel.sched import TASK_DEAD, Halt, Process, Task, WaitQueue
+from workbench.kernel.tasklist import TaskList
 from workbench.log import EventLog, LogWriteError, internal_error
 from workbench.plugin import PolicyError, RunPolicies
 from workbench.units import kb, seconds
@@ -63,7 +66,8 @@ class Kernel:
         self.futexes: dict[str, Futex] = {}        # its user-space mutexes
         self.pipes: dict[str, Pipe] = {}           # its core-dump pipes
         self.file_vmas: list = []                  # (mm, vma) of mapped files, for reclaim
-        self.processes: list[Process] = []         # the task list, in fork order
+        self.tasklist = TaskList()                 # the task list, and the pending victims
+        self.processes = self.tasklist.processes   # the forked processes, in fork order
         # DEFAULT_RATELIMIT_INTERVAL (5 * HZ), DEFAULT_RATELIMIT_BURST (10)
         self.oom_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
         self.nopage_ratelimit = oom_kill.Ratelimit(5 * 1_000_000_000)
@@ -71,7 +75,7 @@ class Kernel:
         self.oom_reaper_th: Task | None = None
         self.userspace_th: Task | None = None      # the arm's userspace OOM killer daemon
         self.reaper_timers: set = set()            # ReapWork waiting for OOM_REAPER_DELAY
-        self.open_stalls: list[list] = []
+        self.open_stalls: dict[int, list] = {}     # by id(rec), in the order they began
         self.steps = 0                             # see step()
         self._sampled_at = -MEMINFO_NS             # meminfo(): last sample and its values
         self._sampled: tuple = ()
@@ -92,6 +96,8 @@ class Kernel:
             # Guarded like every task: a fault while forking the first
             # processes must end the run, not leave D-state waiters behind.
             await self._guard(self._start)
+        if self.clock.interrupted:
+            raise KeyboardInterrupt       # Ctrl-C, seen by the clock between two passes
 
     async def _start(self) -> None:
         self._boot.start(self._nursery)
@@ -104,24 +110,35 @@ class Kernel:
         ends the run cleanly with outcome "error"."""
         try:
             await fn(*args)
-        except PolicyError as e:
+        except (Exception, Halt) as e:      # Halt is a BaseException (kernel/sched.py)
+            self._failed(e)
+
+    def call_guarded(self, fn: Callable[[], None]) -> None:
+        """What _guard does for a task, for the clock's work between two of
+        Trio's passes (no task runs it, so nothing else would catch)."""
+        try:
+            fn()
+        except (Exception, Halt) as e:  # noqa: BLE001  (as in _guard: every failure ends the run)
+            self._failed(e)
+
+    def _failed(self, e: BaseException) -> None:
+        if isinstance(e, PolicyError):
             if not self.halting:
                 self.log.emit("error", **e.fields())
                 self.finish("error")
-        except Halt as e:
+        elif isinstance(e, Halt):
             if not self.halting:
                 error = getattr(e, "policy_error", None)     # a policy's scan that never ends
                 if error is not None:
                     self.log.emit("error", **error.fields())
                 self.finish("error" if error is not None else "halt")
-        except LogWriteError:
+        elif isinstance(e, LogWriteError):
             self.halt()                         # nothing more can be recorded: stop
-        except Exception as e:
-            if not self.halting:
-                # A bug in the workbench itself: the run still ends with a
-                # valid log, the traceback in it.
-                self.log.emit("error", **internal_error(e))
-                self.finish("error")
+        elif not self.halting:
+            # A bug in the workbench itself: the run still ends with a
+            # valid log, the traceback in it.
+            self.log.emit("error", **internal_error(e))
+            self.finish("error")
 
     # -- bounding the work of a run ------------------------------------------------
 
@@ -143,7 +160,9 @@ class Kernel:
         against steps_per_instant)."""
         self.steps += n
         self.step_deadline = min(self.step_deadline + n, self.limits.steps)
-        self.policies.scanned(n, self.limits.steps_per_instant)
+        # One hook call walking the list more than twice over never ends.
+        self.policies.scanned(n, max(self.limits.steps_per_instant,
+                                     2 * self.tasklist.threads_ever()))
         if self.steps > self.step_deadline:
             self._step_limit(None)
 
@@ -232,11 +251,11 @@ class Kernel:
     def stall_begin(self, task: Task, pages: int, gfp: int, memcg: Any = None) -> list:
         """An allocation request (one chunk) entered the slow path (docs/metrics.md: a stall)."""
         rec = [task, self.clock.now, pages, gfp, memcg]
-        self.open_stalls.append(rec)
+        self.open_stalls[id(rec)] = rec
         return rec
 
     def stall_end(self, rec: list, ok: bool) -> None:
-        self.open_stalls.remove(rec)
+        del self.open_stalls[id(rec)]
         self._emit_stall(rec, "ok" if ok else "failed")
 
     def _emit_stall(self, rec: list, result: str) -> None:
@@ -281,7 +300,7 @@ class Kernel:
             return
         self.finished = True
         self.meminfo()
-        for rec in list(self.open_stalls):
+        for rec in list(self.open_stalls.values()):
             self._emit_stall(rec, "open")
         now = self.clock.now
         for t in self.for_each_thread():
@@ -304,6 +323,8 @@ class Kernel:
         if self.halting:
             return
         self.halting = True
+        with contextlib.suppress(LogWriteError):    # kept in log.failure: the run's end says so
+            self.log.flush()                    # the last folded OOM calls, before the end
         self.log.enabled = False
         try:
             for task, on_abort in list(self.refused_aborts.items()):
@@ -326,9 +347,10 @@ class Kernel:
     def _check_mm_refs(self) -> None:
         """Every mm_struct whose users are gone has been freed, unless someone
         still at work holds it: the reaper, or a thread still in do_exit()."""
+        # One walk of the threads, not one per mm: O(N), not O(N^2), at 10,000 processes.
+        active = {id(t.active_mm) for t in self.for_each_thread() if t.active_mm is not None}
         for mm in self._all_mms():
-            if mm.mm_users or mm.freed or self._reaper_holds(mm) or any(
-                    t.active_mm is mm for t in self.for_each_thread()):
+            if mm.mm_users or mm.freed or self._reaper_holds(mm) or id(mm) in active:
                 continue
             held = {who: n for who, n in mm.holders.items() if n}
             if held == {"oom_reaper": 1} and self.policies.holds(mm):

@@ -28,6 +28,7 @@ def release_held_locks(k: Kernel, task: Task) -> None:
 
 async def do_exit(k: Kernel, task: Task) -> None:
     task.exiting = True                        # exit_signals(): PF_EXITING
+    k.tasklist.flags_changed(task)
     await exit_mm(k, task)
     task.state = TASK_DEAD
     if task.active_mm is not None:             # the lazy-TLB pin, dropped at the last switch
@@ -35,6 +36,7 @@ async def do_exit(k: Kernel, task: Task) -> None:
         task.active_mm = None
     proc = task.process
     proc.live_threads -= 1
+    k.tasklist.thread_died(task)
     k.log.emit("exit", pid=task.pid, tgid=proc.pid, comm=proc.comm, thread=task.name,
                code=proc.exit_code)
     if proc.live_threads == 0:
@@ -74,4 +76,4 @@ def _exit_notify(k: Kernel, proc: object) -> None:
         child.parent = k.init
         k.init.children.append(child)
     proc.children = []
-    k.processes.remove(proc)
+    k.tasklist.remove(proc)

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import trio
-
 from workbench.kernel import exit as kexit
 from workbench.kernel import memcontrol, mmap, oom_kill, userspace
 from workbench.kernel.mm import MmStruct, Vma
-from workbench.kernel.sched import TASK_INTERRUPTIBLE, TASK_KILLABLE, Process, Task, WaitQueue
+from workbench.kernel.sched import (
+    TASK_INTERRUPTIBLE,
+    TASK_KILLABLE,
+    Process,
+    Task,
+    WaitQueue,
+)
 from workbench.units import kb
 from workbench.workload import program
 from workbench.workload.spec import ProcessSpec
 
 if TYPE_CHECKING:
+    import trio
+
     from workbench.kernel.core import Kernel
 
 
@@ -59,7 +65,7 @@ class Boot:
         task = Task(1, init, "init", init.mm)
         task.state, task.waiting_on = TASK_INTERRUPTIBLE, "idle"
         init.mm.mm_users = 1
-        self.k.processes.append(init)
+        self.k.tasklist.add(init)
         self.all_processes.append(init)
         self.by_name["init"] = init
         return init
@@ -96,7 +102,7 @@ class Boot:
     def start(self, nursery: trio.Nursery) -> None:
         k = self.k
         if k.oom_reaper_th is not None:
-            k.processes.append(k.oom_reaper_th.process)
+            k.tasklist.add(k.oom_reaper_th.process)
             k.spawn(oom_kill.oom_reaper, k, k.oom_reaper_th)
         if k.userspace_th is not None:
             k.spawn(userspace.userspace_daemon, k, k.userspace_th)
@@ -167,7 +173,7 @@ class Boot:
                 _populate(k, proc, spec)
                 k.file_vmas.extend((mm, v) for v in mm.vmas if v.kind == "file")
             mm.mm_users += len(proc.threads)
-        k.processes.append(proc)
+        k.tasklist.add(proc)
         proc.forked = True
         memcontrol.attach(k, proc)
         k.log.emit("fork", pid=proc.pid, comm=proc.comm,
@@ -207,6 +213,8 @@ def _populate(k: Kernel, proc: Process, spec: ProcessSpec) -> None:
 
 async def _thread(k: Kernel, task: Task, steps: tuple) -> None:
     """A simulated thread: its program, then do_exit()."""
+    # trio: a run's module, not a config's (sched.py)
+    import trio
     task.trio_task = trio.lowlevel.current_task()
     with task.signal_scope:
         await program.run(k, task, steps)

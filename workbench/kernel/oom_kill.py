@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trio.lowlevel import current_task
-
 from workbench.kernel import fork, memory, signal
 from workbench.kernel import gfp as GFP
 from workbench.kernel.mm import MmStruct
-from workbench.kernel.sched import (TASK_DEAD, TASK_INTERRUPTIBLE, TASK_KILLABLE,
-                                    TASK_UNINTERRUPTIBLE, Process, Task)
+from workbench.kernel.sched import (
+    TASK_DEAD,
+    TASK_INTERRUPTIBLE,
+    TASK_KILLABLE,
+    TASK_UNINTERRUPTIBLE,
+    Process,
+    Task,
+)
 from workbench.policy import ABORT, OomControl, ReapWork, Victim
 from workbench.units import kb, seconds
 
@@ -66,14 +70,17 @@ def mark_oom_victim(k: Kernel, task: Task, via: str) -> None:
     if task.tif_memdie:
         return
     task.tif_memdie = True
+    k.tasklist.flags_changed(task)
     if k.features.oom_mm and task.process.oom_mm is None and task.mm is not None:
         task.process.oom_mm = task.mm
         task.mm.oom_victim = True
+        k.tasklist.victim_marked(task.process)
     k.log.emit("mark_victim", pid=task.pid, tgid=task.tgid, comm=task.comm, via=via)
 
 
 def exit_oom_victim(k: Kernel, task: Task) -> None:
     task.tif_memdie = False
+    k.tasklist.flags_changed(task)
     k.log.emit("exit_oom_victim", pid=task.pid, tgid=task.tgid, comm=task.comm)
 
 
@@ -388,6 +395,7 @@ def _queue(k: Kernel, work: ReapWork) -> None:
 
 async def oom_reaper(k: Kernel, me: Task) -> None:
     """The kthread: wait for work, reap it, repeat."""
+    from trio.lowlevel import current_task  # a run's module, not a config's (sched.py)
     me.trio_task = current_task()
     while True:
         k.step(("reaper", "workbench_reaper_next"))

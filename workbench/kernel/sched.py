@@ -2,10 +2,11 @@
 
 A simulated thread is a Trio task.  Virtual time is an integer count of
 nanoseconds kept by `Clock`: sleepers go on a timer heap keyed
-(time, sequence) and one driver task advances time when every other task is
-blocked (trio.testing.wait_all_tasks_blocked).  That is about twice as fast as
-trio.sleep under MockClock and keeps ties in FIFO order instead of Trio's
-address order.
+(time, sequence), so ties wake in FIFO order instead of Trio's address order.
+
+Virtual time moves in `clock.py`.  Trio is imported when the first thread
+runs, not with this module: validating a config needs the kernel's types,
+not its run loop, and importing Trio costs about 0.1 s.
 
 SIGKILL is Trio cancellation: each thread runs its program inside a
 CancelScope that the signal cancels.  A TASK_KILLABLE or TASK_INTERRUPTIBLE
@@ -17,17 +18,13 @@ is taken at the thread's next killable wait or return to user space.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 from collections import deque
-from typing import TYPE_CHECKING, Callable
-
-import trio
-import trio.testing
-from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
+    import trio
+
     from workbench.kernel.core import Kernel
     from workbench.kernel.mm import MmStruct
 
@@ -36,6 +33,12 @@ TASK_INTERRUPTIBLE = "S"
 TASK_UNINTERRUPTIBLE = "D"
 TASK_KILLABLE = "K"          # TASK_WAKEKILL | TASK_UNINTERRUPTIBLE
 TASK_DEAD = "X"
+
+
+def _trio() -> Any:
+    """The trio module, imported on first use (see the module's docstring)."""
+    import trio
+    return trio
 
 
 class Halt(BaseException):
@@ -70,6 +73,7 @@ class Process:
         self.oom_mm: MmStruct | None = None  # signal->oom_mm (4.9): the victim's mm
         self.core_dumping = False          # SIGNAL_GROUP_COREDUMP
         self.vfork_done: WaitQueue | None = None  # its vfork() parent waits here
+        self.list_slot = -1                # its place in the task list (tasklist.py), once forked
 
     @property
     def cap_sys_admin(self) -> bool:
@@ -98,7 +102,7 @@ class Task:
         self.waiting_on = ""               # what a blocked task waits for (for reports)
         self.wait_since = 0
         self.trio_task: trio.lowlevel.Task | None = None
-        self.signal_scope = trio.CancelScope()
+        self.signal_scope = _trio().CancelScope()
         self.held_locks: list = []         # kernel locks to drop when a killed thread unwinds
         self.futexes: list = []            # user-space mutexes held (kernel/futex.c)
         self.robust_list = None            # the Vma holding its robust list head, if any
@@ -106,6 +110,7 @@ class Task:
         self.memcg_oom_gfp = 0
         self.memcg_stall: list | None = None  # a charge waiting on its memcg's limit
         self._rng: random.Random | None = None
+        self.list_slot = -1                # its place in the task list (tasklist.py), once forked
         process.threads.append(self)
         process.live_threads += 1
 
@@ -130,90 +135,6 @@ class Task:
         return f"<Task {self.pid} {self.comm}/{self.name}>"
 
 
-class Clock:
-    """Integer-nanosecond virtual time on a timer heap, driven by one Trio task."""
-
-    def __init__(self, kernel: Kernel):
-        self.k = kernel
-        self.now = 0
-        self._heap: list[list] = []
-        self._seq = itertools.count()
-        self._trio_clock: trio.testing.MockClock | None = None
-
-    async def sleep(self, task: Task, ns: int, state: str, what: str = "sleep") -> bool:
-        """schedule_timeout(): True when the time passed, False when a fatal
-        signal cut a killable sleep short."""
-        self.k.step()                   # a stretch of work: counts against limits.steps
-        entry = [self.now + ns, next(self._seq), task, True]
-        heapq.heappush(self._heap, entry)
-
-        def cancel() -> None:
-            entry[3] = False
-        return await block(self.k, task, state, what, cancel)
-
-    async def wait_until(self, t: int) -> None:
-        """Park a helper task that is not a simulated thread (process start-up)."""
-        entry = [t, next(self._seq), current_task(), True]     # a Trio task, not a Task
-        heapq.heappush(self._heap, entry)
-
-        def abort(_raise_cancel: object) -> Abort:
-            entry[3] = False
-            return Abort.SUCCEEDED
-        await wait_task_rescheduled(abort)
-
-    def next_event(self) -> int | None:
-        heap = self._heap
-        while heap and not heap[0][3]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    def advance(self, t: int) -> None:
-        if self._trio_clock is not None and t > self.now:
-            # Aim at the absolute time, so float error cannot pile up.
-            self._trio_clock.jump(t / 1e9 - self._trio_clock.current_time())
-        if t > self.now:
-            self.k.time_advanced()
-        self.now = t
-
-    def wake_due(self) -> None:
-        heap, t = self._heap, self._heap[0][0]
-        while heap and heap[0][0] == t:
-            entry = heapq.heappop(heap)
-            if entry[3]:
-                entry[3] = False
-                if isinstance(entry[2], Task):
-                    wake_up_task(self.k, entry[2])
-                else:
-                    reschedule(entry[2])
-
-    async def drive(self) -> None:
-        """Advance virtual time whenever every simulated task is blocked; end
-        the run at the time limit, or when nothing can ever happen again."""
-        clock = trio.lowlevel.current_clock()   # keep trio.current_time() virtual if we can
-        self._trio_clock = clock if isinstance(clock, trio.testing.MockClock) else None
-        limit = self.k.limits.time_ns
-        wait_idle = trio.testing.wait_all_tasks_blocked
-        while True:
-            await wait_idle()
-            try:
-                self.k.check_interrupt()
-            except KeyboardInterrupt:
-                self.k.halt()          # so that D-state waits give way to the cancellation
-                raise
-            t = self.next_event()
-            if t is None:
-                # Everything waits on something nobody will do: a deadlock, or
-                # the end of the workload.  Blocked threads are measured to the limit.
-                self.advance(limit if self.k.has_blocked_threads() else self.now)
-                break
-            if t > limit:
-                self.advance(limit)
-                break
-            self.advance(t)
-            self.wake_due()
-        self.k.finish("time limit" if self.now >= limit else "idle")
-
-
 async def block(k: Kernel, task: Task, state: str, what: str,
                 on_abort: Callable[[], None]) -> bool:
     """Park the current Trio task until someone reschedules it.
@@ -221,18 +142,20 @@ async def block(k: Kernel, task: Task, state: str, what: str,
     Returns True when woken, False when SIGKILL interrupted a killable wait
     (on_abort has then taken the task off whatever it waited on).  Any other
     cancellation (the end of the run, Ctrl-C) ends every wait and propagates."""
-    def abort(_raise_cancel: object) -> Abort:
+    trio = _trio()
+
+    def abort(_raise_cancel: object) -> Any:
         if state == TASK_UNINTERRUPTIBLE and task.fatal_signal_pending() and not k.halting:
             # D state: the signal waits for the wait to end.  Trio asks only
             # once per wait, so the end of the run must wake it (Kernel.halt).
             k.refused_aborts[task] = on_abort
-            return Abort.FAILED
+            return trio.lowlevel.Abort.FAILED
         on_abort()
-        return Abort.SUCCEEDED
+        return trio.lowlevel.Abort.SUCCEEDED
 
     task.state, task.waiting_on, task.wait_since = state, what, k.clock.now
     try:
-        await wait_task_rescheduled(abort)
+        await trio.lowlevel.wait_task_rescheduled(abort)
     except trio.Cancelled:
         if k.halting or not task.fatal_signal_pending():
             raise
@@ -246,54 +169,79 @@ def wake_up_task(k: Kernel, task: Task) -> None:
     """try_to_wake_up(): every waker comes here, so that a woken task is no
     longer among the D-state waits the end of a run must break."""
     k.refused_aborts.pop(task, None)
-    reschedule(task.trio_task)
+    _trio().lowlevel.reschedule(task.trio_task)
 
 
 class WaitQueue:
-    """wait_queue_head_t: FIFO waiters, woken explicitly."""
+    """wait_queue_head_t: FIFO waiters, woken explicitly.
 
-    __slots__ = ("k", "_waiters")
+    A waiter that leaves by itself (a signal cut its wait short) is only
+    marked gone, in O(1), and dropped when it reaches the head or when gone
+    waiters outnumber the others; the live ones keep their order."""
+
+    __slots__ = ("k", "_waiters", "_live")
 
     def __init__(self, k: Kernel):
         self.k = k
-        self._waiters: deque = deque()
+        self._waiters: deque[list] = deque()    # [task, token, still queued]
+        self._live = 0
 
     def __len__(self) -> int:
-        return len(self._waiters)
+        return self._live
 
     def __bool__(self) -> bool:
-        return bool(self._waiters)
+        return self._live > 0
 
     async def wait(self, task: Task, state: str, what: str, token: object = None,
                    front: bool = False) -> bool:
         """Sleep until woken; token is handed back by wake_up_first().  front:
         queue at the head (a waiter that was woken and lost the race)."""
-        item = (task, token)
+        item = [task, token, True]
         if front:
             self._waiters.appendleft(item)
         else:
             self._waiters.append(item)
+        self._live += 1
 
         def dequeue() -> None:
-            if item in self._waiters:
-                self._waiters.remove(item)
+            if item[2]:
+                item[2] = False
+                self._live -= 1
+                if len(self._waiters) > 2 * self._live + 16:
+                    self._waiters = deque(w for w in self._waiters if w[2])
         return await block(self.k, task, state, what, dequeue)
 
+    def _head(self) -> list | None:
+        waiters = self._waiters
+        while waiters and not waiters[0][2]:
+            waiters.popleft()
+        return waiters[0] if waiters else None
+
     def first(self) -> tuple[Task, object] | None:
-        return self._waiters[0] if self._waiters else None
+        head = self._head()
+        return (head[0], head[1]) if head is not None else None
 
     def wake_up_first(self) -> tuple[Task, object]:
-        item = self._waiters.popleft()
+        item = self._head()
+        self._waiters.popleft()
+        item[2] = False
+        self._live -= 1
         wake_up_task(self.k, item[0])
-        return item
+        return item[0], item[1]
 
     def wake_up_all(self) -> None:
-        while self._waiters:
+        while self._live:
             self.wake_up_first()
 
     def wake_up_matching(self, match: Callable[[object], bool]) -> None:
         """Wake the waiters whose token matches (a custom wake function)."""
-        self.k.scanned(len(self._waiters))
-        for item in [w for w in self._waiters if match(w[1])]:
-            self._waiters.remove(item)
+        self.k.scanned(self._live)
+        woken = [w for w in self._waiters if w[2] and match(w[1])]
+        if not woken:
+            return
+        for item in woken:
+            item[2] = False
+        self._live -= len(woken)
+        self._waiters = deque(w for w in self._waiters if w[2])
+        for item in woken:
             wake_up_task(self.k, item[0])

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trio.lowlevel import current_task
-
 from workbench.kernel import signal
 from workbench.kernel.sched import TASK_INTERRUPTIBLE, Process, Task
 from workbench.policy import MemInfo, UserspaceView
@@ -59,6 +57,7 @@ def watching(k: Kernel) -> bool:
 
 async def userspace_daemon(k: Kernel, me: Task) -> None:
     """Poll, kill what the policy says, sleep what it says; repeat."""
+    from trio.lowlevel import current_task   # a run's import: validate needs no Trio
     me.trio_task = current_task()
     k.log.emit("userspace_start", policy=me.comm)
     while watching(k):
