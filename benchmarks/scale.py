@@ -135,7 +135,7 @@ def run_case(text: str, preset: str) -> dict:
     sys.path.insert(0, str(HERE))
     from bench import StepCounter, bare_sleep_loop
 
-    from workbench.plugin import load_plugins
+    from workbench.discovery import load_plugins
     from workbench.runner import run_one
     from workbench.testing import experiment
 
