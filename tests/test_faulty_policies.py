@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import json
+
 import pytest
 from helpers import mmap_writer_victim, scenario
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -328,3 +330,38 @@ def test_a_policy_that_never_returns_fails_its_own_runs(tmp_path, capsys, with_p
     bad = summaries(tmp_path, "faulty")
     assert [s["outcome"] for s in bad] == ["error", "error"]
     assert all(problem in s["errors"][0] and "policy 'forever'" in s["errors"][0] for s in bad)
+
+
+def _exits_the_process(self, oc):
+    import os
+    os._exit(4)
+
+
+def _spins_and_catches_everything(self, oc):
+    while True:
+        try:
+            while True:
+                pass
+        except BaseException:
+            pass
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("select, problem", [
+    (_exits_the_process, "policy 'forever' (workbench_select_bad_process): ProcessExit: "
+                         "os._exit(4) called during a run"),
+    (_spins_and_catches_everything, "its worker process was killed; a policy of arm 'faulty' "
+                                    "(victim=forever"),
+])
+def test_a_policy_that_exits_or_will_not_be_stopped_fails_only_its_runs(
+        tmp_path, capsys, with_plugins, select, problem, jobs):
+    with_plugins(victim("forever", select))
+    rc = cli.main(["run", experiment(tmp_path, "victim", "forever"), "--jobs", jobs,
+                   "--run-timeout", "1"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in out + err
+    assert [s["outcome"] for s in summaries(tmp_path, "patch")] == ["recovered", "recovered"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    bad = [r for r in manifest["runs"] if r["arm"] == "faulty"]
+    assert len(bad) == 2 and all(r["outcome"] == "error" for r in bad), bad
+    assert problem in out, out

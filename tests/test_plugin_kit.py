@@ -393,3 +393,39 @@ def test_the_plugin_guide_examples_run(workbench_run, workbench_conformance):
                                                                        **kw)}
     tests["test_most_resident_spares_the_named"](with_plugin["run"])
     tests["test_most_resident_conforms"](with_plugin["conform"])
+
+
+def test_a_plugins_dir_file_that_is_no_module_name_is_set_aside(tmp_path):
+    write(tmp_path / "mine" / "my-plugin.py", LOCAL_PLUGIN)
+    write(tmp_path / "mine" / "oldest.py", LOCAL_PLUGIN)
+    plugins = load_plugins(plugins_dirs=[tmp_path / "mine"])
+    (broken,) = plugins.broken
+    assert broken.name == "my-plugin" and "not a Python module name" in broken.error
+    assert "oldest" in plugins.registry.policies["victim"]
+
+
+class FewerArgs(LinuxFilter):
+    """Takes only the VMA, as pluggy allows."""
+
+    name = "fewer-args"
+
+    @hookimpl
+    def workbench_reap_vma(self, vma):
+        return None if vma.shared or vma.hugetlb_page else ZapDetails()
+
+
+def test_conformance_calls_a_hook_with_the_arguments_it_takes():
+    class Plugin:
+        @hookimpl
+        def workbench_register_policies(self, registry):
+            registry.add_policy(FewerArgs)
+
+    assert check("vma_filter", "fewer-args", plugins=[Plugin()], presets=("patch",),
+                 seeds=(1,)) == []
+
+
+def test_plugins_lists_a_subclass_with_hooks_of_its_own_with_its_options(capsys):
+    assert cli.main(["plugins", "--format", "json"]) == 0
+    victims = {p["name"]: p for p in json.loads(capsys.readouterr().out)["policies"]["victim"]}
+    assert victims["linux-4.5"]["alias_of"] == "linux"
+    assert "alias_of" not in victims["oom_kill_allocating_task"]

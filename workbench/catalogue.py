@@ -24,7 +24,8 @@ def catalogue(plugins: Plugins) -> dict[str, Any]:
     return {
         "plugins": [{**p, "origin": plugins.origin_of(p["name"]).to_json()}
                     for p in plugins.describe()],
-        "broken": [{"name": b.name, "origin": b.origin.to_json(), "error": b.error}
+        "broken": [{"name": b.name, "origin": b.origin.to_json(), "error": b.error,
+                    **({"traceback": b.traceback} if b.traceback else {})}
                    for b in plugins.broken],
         "disabled": sorted(plugins.disabled),
         "policies": {c: [_policy(plugins, c, name, cls)
@@ -48,7 +49,8 @@ def _policy(plugins: Plugins, concern: str, name: str, cls: type) -> dict[str, A
         out["distribution"], out["version"] = origin.dist, origin.version
     alias = next((b.name for b in cls.__mro__[1:] if getattr(b, "name", None)
                   in reg.policies[concern] and b.Options is cls.Options), None)
-    if alias is not None:
+    own_hooks = any(k.startswith("workbench_") for k in vars(cls))
+    if alias is not None and not own_hooks:
         out["alias_of"] = alias            # the same policy and options under a second name
     out["options"] = options(cls.Options)
     return out
@@ -75,8 +77,9 @@ def options(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _jsonable(value: Any) -> Any:
+    """value if strict JSON can hold it (no NaN or Infinity), else its str()."""
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
         return value
     except (TypeError, ValueError):
         return str(value)

@@ -23,6 +23,7 @@ userspace  no run in error, and never kills an OOM_SCORE_ADJ_MIN process
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -379,8 +380,10 @@ def _vma_filter_answers(cls: type, options: dict[str, Any] | None) -> list[str]:
         vma = Vma(f"{'shared' if shared else 'private'}-{kind}", kind, 1024, locked=False,
                   shared=shared)
         mm = MmStruct(None, 1, [vma])
+        hook = policy.workbench_reap_vma
+        wants = inspect.signature(hook).parameters      # a hook may take fewer (pluggy)
         try:
-            answer = policy.workbench_reap_vma(vma=vma, mm=mm)
+            answer = hook(**{k: v for k, v in (("vma", vma), ("mm", mm)) if k in wants})
         except Exception as e:
             problems.append(f"workbench_reap_vma raised {type(e).__name__}: {e} for a "
                             f"{vma.name} VMA")

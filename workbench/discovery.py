@@ -158,11 +158,20 @@ def _directory(directory: Path) -> list[tuple[str, Origin, Any]]:
                    (p.suffix == ".py" and p.is_file() or (p / "__init__.py").is_file()))
     out = []
     for path in paths:
+        if not path.stem.isidentifier():     # not a module name (a log must hold it, too)
+            out.append((ascii(path.stem)[1:-1], Origin("file", path=ascii(str(path))[1:-1]),
+                        functools.partial(_not_a_module, path)))
+            continue
         file = path if path.suffix == ".py" else path / "__init__.py"
         digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
         origin = Origin("file", path=str(path), sha256=digest)
         out.append((path.stem, origin, functools.partial(_import_file, path.stem, file)))
     return out
+
+
+def _not_a_module(path: Path) -> None:
+    raise ImportError(f"{ascii(path.name)} is not a Python module name (letters, digits and _, "
+                      "not starting with a digit)")
 
 
 def _import_file(name: str, file: Path) -> types.ModuleType:

@@ -35,7 +35,7 @@ from workbench.log import SCHEMA_VERSION, EventLog, LogWriteError, internal_erro
 from workbench.metrics import Metrics
 from workbench.discovery import package_versions
 from workbench.plugin import PolicyError, RunPolicies
-from workbench.watchdog import DEFAULT_S, wall_clock_limit
+from workbench.watchdog import DEFAULT_S, no_process_exit, wall_clock_limit
 from workbench.units import kb, seconds
 from workbench.workload.spec import ScenarioSpec
 
@@ -80,7 +80,7 @@ def run_one(scenario: ScenarioSpec, arm: ArmSpec, seed: int, out: Path,
         return _unlogged(scenario, arm, seed, f"cannot write the log: {e}", started)
     _freeze_what_exists()
     try:
-        with wall_clock_limit(timeout_s):
+        with wall_clock_limit(timeout_s), no_process_exit():
             summary = _simulate(scenario, arm, seed, log, clock_ns, plugins_desc, metrics,
                                 instruments)
         log.enabled = True
@@ -196,13 +196,9 @@ def run_all(exp: Experiment, scenarios: list[ScenarioSpec], arms: list[ArmSpec],
     results: list[RunResult] = []
     try:
         with Interrupt.handled():
-            if jobs <= 1:
-                for args in todo:
-                    Interrupt.check()
-                    results.append(_job(args))
-                    on_result(results[-1])
-            else:
-                _run_parallel(todo, jobs, results, on_result)
+            # Worker processes even for --jobs 1: a policy that crashes its
+            # process or never returns then costs only its own run.
+            _run_parallel(todo, max(jobs, 1), results, on_result, timeout_s)
     finally:
         manifest = write_manifest(exp, out, results, started, len(todo),
                                   {"seeds": seeds, "jobs": jobs, "timeout_s": timeout_s,
@@ -232,30 +228,33 @@ def _picklable(obj: object) -> bool:
 
 
 def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
-                  on_result: Callable[[RunResult], None]) -> None:
+                  on_result: Callable[[RunResult], None], timeout_s: float | None) -> None:
     """Results in submission order, while watching for Ctrl-C.  An arm whose
     policies cannot be sent to a worker process (a class defined inside a
-    function) runs in this process instead: same logs, one core."""
+    function) runs each run in a child forked for it instead, which inherits
+    the arm rather than unpickling it: same logs, one core."""
     local = {a.name for a in {id(t[1]): t[1] for t in todo}.values() if not _picklable(a)}
     pool = _pool(jobs)
     try:
         futures = [None if args[1].name in local else pool.submit(_job, args) for args in todo]
         for i, (args, future) in enumerate(zip(todo, futures)):
             if future is None:
-                Interrupt.check()
-                result = _job(args)
+                result = _forked(args, timeout_s)
             else:
                 try:
-                    result = _result(future)
-                except BrokenProcessPool:
-                    # A worker died (os._exit, a signal): start a new pool for
-                    # the rest, and find out whether this run was the cause.
-                    pool.shutdown(wait=False, cancel_futures=True)
+                    result = _result(future, timeout_s)
+                except (BrokenProcessPool, _Hung) as e:
+                    # A worker died (a signal, a crash) or will not return:
+                    # start a new pool for the rest, and (for a death) find
+                    # out whether this run was the cause.
+                    _stop(pool)
                     pool = _pool(jobs)
                     for j in range(i + 1, len(todo)):
                         if futures[j] is not None:
                             futures[j] = pool.submit(_job, todo[j])
-                    result = _isolated(args)
+                    result = (_isolated(args, timeout_s) if isinstance(e, BrokenProcessPool)
+                              else _unlogged(args[0], args[1], args[2], _hung(args[1], timeout_s),
+                                             time.perf_counter()))
                 except Exception as e:
                     result = _unlogged(args[0], args[1], args[2], "the run could not be sent to "
                                        f"a worker process: {type(e).__name__}: {e}",
@@ -263,9 +262,7 @@ def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
             results.append(result)
             on_result(result)
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in multiprocessing.active_children():   # their runs stay unfinished
-            worker.terminate()
+        _stop(pool)                                    # their runs stay unfinished
         raise
     pool.shutdown()
 
@@ -274,22 +271,97 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
 
 
-def _result(future: Future) -> RunResult:
-    """The future's result, looking for Ctrl-C while it is not there yet."""
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down now, its workers with it (a stuck one ignores the
+    shutdown).  _processes is the executor's own map of its workers."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+
+
+class _Hung(Exception):
+    """A run went on past --run-timeout and its grace: its worker is stuck."""
+
+
+def _grace(timeout_s: float) -> float:
+    """Beyond --run-timeout: the worker's own SIGALRM goes first."""
+    return min(10.0, max(1.0, timeout_s))
+
+
+def _result(future: Future, timeout_s: float | None) -> RunResult:
+    """The future's result, looking for Ctrl-C while it is not there yet.
+    The clock starts when this run is the one waited for, so a run is given
+    at least --run-timeout (plus a grace) of its own."""
+    deadline = time.monotonic() + timeout_s + _grace(timeout_s) if timeout_s else None
     while not future.done():
         Interrupt.check()
+        if deadline is not None and time.monotonic() > deadline:
+            raise _Hung
         wait([future], timeout=0.1)
     return future.result()
 
 
-def _isolated(args: tuple) -> RunResult:
+def _policies_of(arm: ArmSpec) -> str:
+    return ", ".join(f"{c}={cls.name}" for c, cls in arm.policies.items())
+
+
+def _hung(arm: ArmSpec, timeout_s: float | None) -> str:
+    return (f"the run did not end within --run-timeout = {timeout_s:g} s (and "
+            f"{_grace(timeout_s):g} s more): its worker process was killed; a policy of arm {arm.name!r} "
+            f"({_policies_of(arm)}) that never returns and catches the timeout")
+
+
+def _forked(args: tuple, timeout_s: float | None) -> RunResult:
+    """One run in a child of its own (fork: the arguments are inherited, not
+    pickled); only its result comes back, through a pipe."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_fork_child, args=(args, send), daemon=True)
+    child.start()
+    send.close()
+    deadline = time.monotonic() + timeout_s + _grace(timeout_s) if timeout_s else None
+    try:
+        while not receive.poll(0.1):
+            Interrupt.check()
+            if not child.is_alive() and not receive.poll(0):
+                return _unlogged(args[0], args[1], args[2], _died(args[1]),
+                                 time.perf_counter())
+            if deadline is not None and time.monotonic() > deadline:
+                return _unlogged(args[0], args[1], args[2], _hung(args[1], timeout_s),
+                                 time.perf_counter())
+        return receive.recv()
+    except EOFError:                        # it died while sending
+        return _unlogged(args[0], args[1], args[2], _died(args[1]), time.perf_counter())
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.terminate()
+        child.join()
+
+
+def _fork_child(args: tuple, send: Any) -> None:
+    _worker_init()
+    send.send(_job(args))
+
+
+def _died(arm: ArmSpec) -> str:
+    return (f"the worker process running it died: a policy of arm {arm.name!r} "
+            f"({_policies_of(arm)}) that crashes its process or kills it")
+
+
+def _isolated(args: tuple, timeout_s: float | None) -> RunResult:
     """Run one job alone in a fresh worker; if that dies too, the run did it."""
-    with _pool(1) as pool:
-        try:
-            return _result(pool.submit(_job, args))
-        except BrokenProcessPool:
-            return _unlogged(args[0], args[1], args[2], "the worker process running it died "
-                             "(a policy that exits the process or crashes it)", time.perf_counter())
+    pool = _pool(1)
+    try:
+        return _result(pool.submit(_job, args), timeout_s)
+    except BrokenProcessPool:
+        return _unlogged(args[0], args[1], args[2], _died(args[1]), time.perf_counter())
+    except _Hung:
+        return _unlogged(args[0], args[1], args[2], _hung(args[1], timeout_s),
+                         time.perf_counter())
+    finally:
+        _stop(pool)
 
 
 def write_manifest(exp: Experiment, out: Path, results: list[RunResult], started: float,

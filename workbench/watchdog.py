@@ -1,4 +1,5 @@
-"""A wall-clock bound on one run, for code that loops without ever returning to the kernel.
+"""Guards around one run against policy code that will not return: a wall-clock
+bound, and os._exit() turned into an exception.
 
 Every run is bounded in virtual time and in steps (limits.steps,
 limits.steps_per_instant), which stops a policy that lets the kernel spin.
@@ -9,11 +10,18 @@ policy's error (outcome "error", naming it, with the traceback), elsewhere an
 internal error.  It is raised again each second in case the code swallows
 it.  The limit is a property of the invocation (`workbench run
 --run-timeout`), never of a run's log, which stays the same whatever it is.
+Code that catches even that is stopped by the parent process, which kills
+the worker running it (workbench/runner.py).
+
+os._exit() would end the worker (or, run in the parent, the whole
+invocation) without a word; during a run it raises ProcessExit instead,
+which a policy's hook turns into that policy's error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator
@@ -44,3 +52,21 @@ def wall_clock_limit(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+class ProcessExit(Exception):
+    """os._exit() was called during a run."""
+
+
+@contextlib.contextmanager
+def no_process_exit() -> Iterator[None]:
+    real = os._exit
+
+    def refuse(status: int) -> None:
+        raise ProcessExit(f"os._exit({status!r}) called during a run")
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real
