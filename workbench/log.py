@@ -40,7 +40,8 @@ EVENTS: dict[str, str] = {
                      "!__GFP_FS).",
     "oom_header": "dump_header(): the 'invoked oom-killer' line.",
     "oom_cpuset": "dump_header(): the cpuset line (not under modern-oom-report).",
-    "oom_meminfo": "dump_header(): the zone's free pages and watermarks (show_mem), no msg.",
+    "oom_meminfo": "dump_header(): the zone's free pages and watermarks (show_mem), no msg; "
+                   "with swap also free_swap_kb and total_swap_kb (show_swap_cache_info).",
     "oom_dump_tasks": "dump_tasks(): the table's header row (modern-oom-report: two lines, "
                       "'Tasks state ...' and the header, one event each).",
     "oom_dump_task": "dump_tasks(): one row per process with an mm.",
@@ -62,10 +63,12 @@ EVENTS: dict[str, str] = {
     "reaper_dropped": "wake_oom_reaper() found no room: the mm was dropped.",
     "reap_attempt": "One down_read_trylock(mmap_sem) by the reaper: result locked | contended.",
     "reap_exit_race": "The reaper found mm_users at 0: the exit got there first.",
-    "reap_done": "The reaper unmapped the mm: reaped_kb and the rss left.",
+    "reap_done": "The reaper unmapped the mm: reaped_kb and the rss left; with swap also "
+                 "swap_kb, the swap entries it freed (check_swap_entries).",
     "reap_give_up": "The reaper gave up after its last attempt.",
     "oom_skip": "MMF_OOM_SKIP set on an mm: by oom_reaper | exit_mmap (4.9+).",
-    "exit_mmap": "An address space was torn down: freed_kb, in whose context.",
+    "exit_mmap": "An address space was torn down: freed_kb, in whose context; with swap "
+                 "also swap_kb, the swap entries it freed.",
     "lock_wait": "A thread waited for a lock: lock, since, wait_s, result.",
     "segv": "A fault outside its VMA: the process gets SIGSEGV.",
     "robust_list": "exit_robust_list() for a futex the dying thread held: result owner_died "

@@ -63,7 +63,7 @@ async def userspace_daemon(k: Kernel, me: Task) -> None:
     k.log.emit("userspace_start", policy=me.comm)
     while watching(k):
         k.step(("userspace", "workbench_userspace_poll"))
-        view = UserspaceView(meminfo(k), k.clock.now, k.zone.managed, k)
+        view = UserspaceView(meminfo(k), k.clock.now, k.zone.managed + k.swap.total, k)
         poll = k.policies.userspace_poll(view)
         if poll.kill is not None:
             kill(k, me, poll.kill, poll.reason, view.meminfo)
