@@ -39,6 +39,9 @@ class Zone:
         self.wmark_min = min_free_kbytes // 4
         self.wmark_low = self.wmark_min + self.wmark_min // 4
         self.wmark_high = self.wmark_min + self.wmark_min // 2
+        # NR_PAGES_SCANNED: LRU pages global reclaim scanned since a page was
+        # last freed to the buddy allocator (mm/vmscan.c zone_reclaimable(), 4.5)
+        self.pages_scanned = 0
         self.kernel = 0        # kalloc: slab and other kernel pages
         self.pgtables = 0      # page-table pages
         self.hugetlb = 0       # the persistent hugetlb pool
@@ -53,6 +56,11 @@ class Zone:
         return grant
 
     def give(self, n: int) -> None:
+        """Pages back to the buddy lists.  free_pcppages_bulk() and
+        free_one_page() set NR_PAGES_SCANNED to 0 (not down by n): any free
+        makes the zone reclaimable again (4.5; exact to one pcp batch)."""
+        if n > 0:
+            self.pages_scanned = 0
         self.free += n
         if self.free > self.managed:
             self.k.violation(f"free pages {self.free} above the zone's {self.managed}")

@@ -7,6 +7,13 @@ it is never reclaimed.  A round costs reclaim_rate for what it freed, or
 reclaim_round when it found nothing: that is what makes a livelocked
 allocator advance the clock.  kswapd is not modelled; every
 allocator reclaims for itself.
+
+Progress is 4.5's: a global reclaim that frees nothing still reports
+progress while the zone is zone_reclaimable() - fewer pages scanned
+(NR_PAGES_SCANNED, raised by each such call's scan and reset to 0 by any page
+freed to the buddy allocator) than six times the LRU pages that could be
+reclaimed - so the allocator retries instead of calling the OOM killer.
+Memcg reclaim reports only what it freed.
 """
 
 from __future__ import annotations
@@ -21,15 +28,76 @@ if TYPE_CHECKING:
     from workbench.kernel.memcontrol import MemCgroup
 
 
+DEF_PRIORITY = 12                 # include/linux/mmzone.h
+ZONE_RECLAIMABLE_RATIO = 6        # zone_reclaimable(): scanned < reclaimable pages * 6
+
+
 async def try_to_free_pages(k: Kernel, task: Task, want: int,
                             memcg: MemCgroup | None = None) -> int:
     """Reclaim up to `want` pages (from memcg only, for a memcg charge);
-    returns the pages freed, after paying their virtual time."""
+    returns the progress do_try_to_free_pages() reports, after paying the
+    round's virtual time: the pages freed, or for a global reclaim that
+    freed none, 1 while the zone is still zone_reclaimable()."""
     reclaimed = _shrink(k, max(want, 1), memcg)
     m = k.machine
     cost = m.cost_ns(reclaimed, m.reclaim_rate) if reclaimed else m.reclaim_round_ns
+    progress = reclaimed
+    if not reclaimed and memcg is None and not k.features.reclaim_retries:
+        progress = int(_scan_without_progress(k))
     await k.clock.sleep(task, cost, TASK_UNINTERRUPTIBLE, "direct reclaim")
-    return reclaimed
+    return progress
+
+
+def _scan_without_progress(k: Kernel) -> bool:
+    """A do_try_to_free_pages() call that frees nothing, as 4.5 scans: the
+    priority sweep DEF_PRIORITY..0, then once more with may_thrash (mm/vmscan.c
+    do_try_to_free_pages(): "Untapped cgroup reserves?  Don't OOM, retry."),
+    each pass scanning lru_size >> priority of the evictable LRUs
+    (get_scan_count(); zone_reclaimable_pages() stands for them) and raising
+    NR_PAGES_SCANNED, global reclaim only (shrink_inactive_list()).  Below
+    DEF_PRIORITY a zone that is not zone_reclaimable() is skipped ("Let kswapd
+    poll it").  Returns zones_reclaimable of the last pass: "Any of the zones
+    still reclaimable?  Don't OOM."  (The 4.7 rework, the follow-up
+    reclaim-retries-16, replaced this by should_reclaim_retry().)"""
+    zone = k.zone
+    lru = zone_reclaimable_pages(k)
+    reclaimable = False
+    for _may_thrash in (False, True):
+        for priority in range(DEF_PRIORITY, -1, -1):
+            if priority != DEF_PRIORITY and not zone_reclaimable(k, lru):
+                reclaimable = False                  # skipped: does not set reclaimable
+                continue
+            zone.pages_scanned += lru >> priority
+            reclaimable = zone_reclaimable(k, lru)
+    return reclaimable
+
+
+def zone_reclaimable_pages(k: Kernel) -> int:
+    """mm/vmscan.c zone_reclaimable_pages(), 4.5: the file LRU (page cache,
+    mapped or not, clean or dirty), plus the anon LRU (anonymous and shmem
+    pages) while get_nr_swap_pages() > 0.  mlocked pages are on the
+    unevictable LRU and count in neither."""
+    nr = k.memcgs.page_cache() + sum(v.file for _, v in k.file_vmas if not v.locked)
+    if not k.swap.full():
+        nr += sum(v.anon + v.shmem + v.shmem_unmapped for mm in _mms(k) for v in mm.vmas
+                  if not v.locked)
+    return nr
+
+
+def zone_reclaimable(k: Kernel, reclaimable_pages: int | None = None) -> bool:
+    """NR_PAGES_SCANNED < zone_reclaimable_pages() * 6."""
+    if reclaimable_pages is None:
+        reclaimable_pages = zone_reclaimable_pages(k)
+    return k.zone.pages_scanned < reclaimable_pages * ZONE_RECLAIMABLE_RATIO
+
+
+def _mms(k: Kernel) -> list:
+    """Every live address space once (sharers hold the same mm)."""
+    mms: dict[int, object] = {}
+    for p in k.for_each_process():
+        if p.mm is not None and p.mm.mm_users:
+            mms.setdefault(id(p.mm), p.mm)
+    return list(mms.values())
 
 
 def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
