@@ -118,15 +118,15 @@ def test_swap_entries_count_in_badness_dump_tasks_and_totalpages(run):
                                               vma_extra='swapped = "400MiB"'),
                                  process("hog", heap="2GiB",
                                          program=['{ alloc = "2GiB", vma = "heap" }']),
-                                 memory="1GiB"))
-    r = run(text)
+                                 memory="1GiB"), swap="400MiB")
+    r = run(text)            # the swap is full from the start: reclaim cannot swap
     row = r.first("oom_dump_task", comm="swapper")
     assert row["swapents"] == 102400
     assert row["msg"].split()[8] == "102400"          # the swapents column
     meminfo = r.first("oom_meminfo")
-    assert (meminfo["total_swap_kb"], meminfo["free_swap_kb"]) == (1 << 20, (1 << 20) - 409600)
+    assert (meminfo["total_swap_kb"], meminfo["free_swap_kb"]) == (409600, 0)
     sel = r.first("select_victim")
-    totalpages = (1 << 30) // 4096 + (1 << 30) // 4096       # RAM + swap (constrained_alloc)
+    totalpages = (1 << 30) // 4096 + 102400               # RAM + swap (constrained_alloc)
     assert sel["score"] == sel["points"] * 1000 // totalpages
 
 
@@ -143,3 +143,4 @@ def test_reaper_and_exit_free_every_swap_entry_and_free_swap_comes_back(run):
         freed = sum(e["swap_kb"] for e in r.of("reap_done") + r.of("exit_mmap", mm=mm))
         assert freed == 256 << 10               # by the reaper (check_swap_entries) or the exit
         assert r.summary["invariant_violations"] == 0
+

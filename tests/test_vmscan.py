@@ -59,14 +59,82 @@ def test_the_oom_killer_runs_later_with_dirty_page_cache_and_not_under_4_7(run):
     assert r45.summary["kills"] == r47.summary["kills"] == 1
 
 
-# -- swap-in ----------------------------------------------------------------------------
+# -- swap-out ---------------------------------------------------------------------------
+
+CACHE = process("cache", program=['{ sleep = "1s" }'],
+                extra='[[process.vma]]\nname = "lib"\nkind = "file"\nsize = "64MiB"\n'
+                      'resident = "64MiB"')
+ANON = process("anon", heap="64MiB", resident="64MiB", program=['{ sleep = "1s" }'])
+
+
+def _reclaim_once(seen, want=2000, memcg=None):
+    async def call(k, task):
+        await k.clock.sleep(task, 1_000_000, "D")
+        start = k.clock.now
+        cg = k.memcgs.get(memcg) if memcg else None
+        seen["progress"] = await vmscan.try_to_free_pages(k, task, want, cg)
+        seen["elapsed"] = k.clock.now - start
+        anon = next(p for p in k.processes if p.comm == "anon").mm
+        seen["swapents"], seen["free_swap"] = anon.swapents, k.swap.free
+    return call
+
 
 def _swap(text, swap="1GiB", extra=""):
     return text.replace("[machine]", f'[machine]\nswap = "{swap}"\n{extra}')
 
 
+def test_reclaim_splits_by_swappiness_and_pays_swap_rate(run):
+    seen = {}
+    run(_swap(scenario("s", CACHE, ANON, process("a", program=[]))),
+        calls={"a/main": _reclaim_once(seen)})
+    # SCAN_FRACT: anon_prio 60 of 200 -> 600 pages swapped, 1400 from the page cache
+    assert seen["progress"] == 2000 and seen["swapents"] == 600
+    assert seen["free_swap"] == (1 << 18) - 600
+    # 1400 pages at reclaim_rate (1 GiB/s) plus 600 at swap_rate (512 MiB/s)
+    assert seen["elapsed"] == -(-1400 * 4096 * 10**9 // (1 << 30)) + \
+        -(-600 * 4096 * 10**9 // (512 << 20))
+
+
+def test_swappiness_0_keeps_anon_while_there_is_page_cache_and_no_swap_means_no_swap_out(run):
+    seen = {}
+    run(_swap(scenario("s", CACHE, ANON, process("a", program=[])), extra="swappiness = 0"),
+        calls={"a/main": _reclaim_once(seen)})
+    assert seen["progress"] == 2000 and seen["swapents"] == 0
+    seen = {}
+    run(_swap(scenario("s", ANON, process("a", program=[])), extra="swappiness = 0"),
+        calls={"a/main": _reclaim_once(seen)})
+    assert seen["swapents"] == 2000                  # no page cache: SCAN_ANON
+    seen = {}
+    run(scenario("s", ANON, process("a", program=[])), calls={"a/main": _reclaim_once(seen)})
+    assert seen["progress"] == 0 and seen["swapents"] == 0
+
+
+def test_a_memcg_at_its_memsw_limit_does_not_swap(run):
+    seen = {}
+    anon = ANON.replace('name = "anon"', 'name = "anon"\ncgroup = "a"')
+    cg = '[[cgroup]]\nname = "a"\nmemory_max = "64MiB"\nmemsw_max = "{}"'
+    for memsw, swapped in (("64MiB", 0), ("128MiB", 2000)):
+        run(_swap(scenario("s", anon, process("a", program=[], extra='cgroup = "a"'),
+                           extra=cg.format(memsw))),
+            calls={"a/main": _reclaim_once(seen, memcg="a")})
+        assert seen["swapents"] == swapped
+
+
+def test_a_hog_swaps_itself_out_until_swap_is_full_then_is_killed(run):
+    hog = process("hog", heap="3GiB", program=['{ alloc = "3GiB", vma = "heap" }'])
+    plain = run(scenario("s", hog, memory="1GiB", time="20s"))
+    swapped = run(_swap(scenario("s", hog, memory="1GiB", time="20s"), swap="512MiB"))
+    assert plain.summary["first_oom_s"] < 0.3
+    # 512 MiB written at 512 MiB/s before the swap is full
+    assert 1.2 < swapped.summary["first_oom_s"] < 1.5
+    row = swapped.first("oom_dump_task", comm="hog")
+    assert row["swapents"] == 131072
+    assert swapped.first("oom_meminfo")["free_swap_kb"] == 0
+    assert swapped.summary["kills"] == 1 and swapped.summary["invariant_violations"] == 0
+
+
 def test_a_fault_on_swapped_pages_swaps_them_in_and_frees_the_slots(run):
-    proc = process("p", heap="64MiB", program=['{ alloc = "16MiB", vma = "heap" }',
+    proc = process("p", heap="64MiB", program=['{ alloc = "48MiB", vma = "heap" }',
                                                '{ sleep = "1s" }'])
     proc = proc.replace('size = "64MiB"\n', 'size = "64MiB"\nswapped = "32MiB"\n')
     seen = {}
@@ -78,8 +146,9 @@ def test_a_fault_on_swapped_pages_swaps_them_in_and_frees_the_slots(run):
 
     r = run(_swap(scenario("s", proc, process("k", program=[]), memory="256MiB")),
             calls={"k/main": look})
-    assert seen["swapents"] == seen["anon"] == 4096      # 16 MiB of the 32 came back
+    # the 32 MiB never touched first, then 16 MiB of the 32 swapped out came back
+    assert (seen["anon"], seen["swapents"]) == (12288, 4096)
     assert seen["free"] == (1 << 18) - 4096
-    # swapped in at swap_rate (512 MiB/s): 16 MiB take 31.25 ms, not 3.9 ms at fault_rate
-    p_exit = r.first("exit", comm="p")
-    assert p_exit["t"] > 1.03
+    # 32 MiB at fault_rate (4 GiB/s, 7.8 ms), 16 MiB at swap_rate (512 MiB/s, 31.25 ms),
+    # the 1 s sleep, then exit_mmap's 48 MiB of pages and entries at exit_rate (23.4 ms)
+    assert 1.070 < r.first("exit", comm="p")["t"] < 1.071

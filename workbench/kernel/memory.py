@@ -80,8 +80,9 @@ async def handle_mm_fault(k: Kernel, task: Task, vma: Vma, n: int, gfp: int) -> 
 
 async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: int,
                             gfp: int) -> tuple[int, int]:
-    """(pages mapped, of which swapped in).  The VMA's swap entries are
-    faulted first (do_swap_page()), then new pages (do_anonymous_page())."""
+    """(pages mapped, of which swapped in).  A program touches a VMA in
+    order: the part never touched first (do_anonymous_page()), then the pages
+    swapped out (do_swap_page())."""
     ptes = mm.ptes_for(vma, n)
     got = await page_alloc.alloc_pages(k, task, n + ptes, gfp)
     # Part of a chunk (a dying task's last page, say) needs fewer page tables.
@@ -96,7 +97,8 @@ async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: in
     if charged > fit:
         memcontrol.uncharge(k, mm.memcg, charged - fit)
         charged = fit
-    swapped_in = min(charged, vma.swap)
+    untouched = max(0, vma.size - (vma.resident + vma.shmem_unmapped + vma.swap))
+    swapped_in = min(max(0, charged - untouched), vma.swap)
     if swapped_in:
         swap.swap_in(k, mm, vma, swapped_in)
     new_ptes = mm.add_pages(vma, charged)

@@ -141,8 +141,9 @@ class MmStruct:
         """Page-table pages that faulting n more pages into vma would need."""
         if vma.hugetlb_page or self.fixed_pgtables:
             return 0
-        # a fault swaps the VMA's swapped pages in first: their ptes exist
-        extent = vma.resident + vma.shmem_unmapped + vma.swap + max(0, n - vma.swap)
+        # faults map the untouched part first, then swap entries in: their ptes exist
+        extent = vma.resident + vma.shmem_unmapped + vma.swap
+        extent += min(n, max(0, vma.size - extent))
         return sum(_pagetables(vma.touched, extent))
 
     def sub_anon(self, vma: Vma, n: int) -> None:

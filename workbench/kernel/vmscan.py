@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workbench.kernel import memcontrol
+from workbench.kernel import memcontrol, swap
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
 
 if TYPE_CHECKING:
@@ -38,9 +38,13 @@ async def try_to_free_pages(k: Kernel, task: Task, want: int,
     returns the progress do_try_to_free_pages() reports, after paying the
     round's virtual time: the pages freed, or for a global reclaim that
     freed none, 1 while the zone is still zone_reclaimable()."""
-    reclaimed = _shrink(k, max(want, 1), memcg)
+    cache, swapped = _shrink(k, max(want, 1), memcg)
+    reclaimed = cache + swapped
     m = k.machine
-    cost = m.cost_ns(reclaimed, m.reclaim_rate) if reclaimed else m.reclaim_round_ns
+    cost = m.reclaim_round_ns
+    if reclaimed:
+        cost = m.cost_ns(cache, m.reclaim_rate) if cache else 0
+        cost += m.cost_ns(swapped, m.swap_rate) if swapped else 0
     progress = reclaimed
     if not reclaimed and memcg is None and not k.features.reclaim_retries:
         progress = int(_scan_without_progress(k))
@@ -100,7 +104,25 @@ def _mms(k: Kernel) -> list:
     return list(mms.values())
 
 
-def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
+def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> tuple[int, int]:
+    """(page-cache pages freed, anonymous pages swapped out and freed).
+    get_scan_count(), simplified: with clean page cache to take, swappiness/200
+    of the pages from anon (SCAN_FRACT with equal rotation ratios), the rest
+    from the cache, and each side's shortfall from the other; with none, all
+    from anon (SCAN_ANON); no free swap, or a memcg at its memsw limit
+    (may_swap = false): none from anon (SCAN_FILE)."""
+    may_swap = not k.swap.full() and not (memcg is not None and memcg.memsw_full())
+    if not may_swap:
+        return _shrink_file(k, want, memcg), 0
+    anon = want * k.machine.swappiness // 200
+    got = _shrink_file(k, want - anon, memcg)
+    swapped = _shrink_anon(k, want - got, memcg)
+    if got + swapped < want:
+        got += _shrink_file(k, want - got - swapped, memcg)
+    return got, swapped
+
+
+def _shrink_file(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
     got = 0
     for cg in k.memcgs.scope(memcg):
         n = min(want - got, cg.cache_clean)
@@ -118,6 +140,23 @@ def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
             mm.sub_file(vma, n, 0)
             memcontrol.free_pages(k, mm.memcg, n)
             got += n
+    return got
+
+
+def _shrink_anon(k: Kernel, want: int, memcg: MemCgroup | None) -> int:
+    """shrink_page_list() for anonymous pages: add_to_swap(), try_to_unmap(),
+    pageout() and, the write done, the page freed (the two scans in one)."""
+    got = 0
+    for mm in _mms(k):                           # fork order
+        if got >= want or k.swap.full():
+            break
+        if memcg is not None and mm.memcg is not memcg:
+            continue
+        for vma in mm.vmas:
+            if got >= want:
+                break
+            if vma.anonymous and not vma.locked and vma.anon:
+                got += swap.swap_out(k, mm, vma, want - got)
     return got
 
 
