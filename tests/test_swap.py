@@ -144,3 +144,17 @@ def test_reaper_and_exit_free_every_swap_entry_and_free_swap_comes_back(run):
         assert freed == 256 << 10               # by the reaper (check_swap_entries) or the exit
         assert r.summary["invariant_violations"] == 0
 
+
+def test_s16_the_reaper_frees_the_swapped_out_victims_swap_entries(run):
+    from pathlib import Path
+    path = Path(__file__).parent.parent / "configs" / "scenarios" / "s16-swap-exhausted-victim.toml"
+    r = run(path.read_text(), preset="patch")
+    row = r.first("oom_dump_task", comm="victim")
+    assert row["swapents"] == 131072 and r.first("oom_meminfo")["free_swap_kb"] == 0
+    sel = r.first("select_victim", comm="victim")
+    assert sel["points"] == row["rss"] + row["swapents"] + row["nr_ptes"] + row["nr_pmds"]
+    assert sel["score"] == sel["points"] * 1000 // (262144 + 131072)
+    done = r.first("reap_done", comm="victim")
+    assert done["swap_kb"] >= 512 << 10
+    nothing = run(path.read_text(), preset="no-reaper")
+    assert not nothing.of("reap_done") and nothing.summary["outcome"] == "lockup"
