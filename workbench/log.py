@@ -82,6 +82,15 @@ EVENTS: dict[str, str] = {
     "userspace_kill": "The userspace OOM killer sent SIGKILL through kill(2), not the OOM "
                       "killer: pid, comm, policy, reason, and the meminfo it acted on "
                       "(mem_available_kb, mem_total_kb, anon_pages_kb).",
+    "kswapd_start": "kswapd0 was first woken with reclaimable pages in the zone: free_kb, "
+                    "high_kb (it has no pid: it is off the task list).",
+    "kswapd_sleep": "kswapd0 found the zone balanced (free above high, or nothing "
+                    "zone_reclaimable()) and went to sleep: free_kb.",
+    "kswapd_wake": "kswapd0 was woken by an allocation below the low watermark or a "
+                   "throttled reclaimer: free_kb.",
+    "reclaim_throttle": "throttle_direct_reclaim(): a direct reclaimer waited on "
+                        "pfmemalloc_wait (free at or below half the min watermark): since, "
+                        "wait_s, killed (a SIGKILL ended the wait).",
     "task_state": "At the end of the run, one line per live thread: state, waiting_on, since.",
     "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
     "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",

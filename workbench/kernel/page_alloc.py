@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING
 
 from workbench.kernel import gfp as GFP
-from workbench.kernel import oom_kill, vmscan
+from workbench.kernel import kswapd, oom_kill, vmscan
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
 
 if TYPE_CHECKING:
@@ -119,6 +119,8 @@ async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int
     no_progress_loops = 0
     while True:                                       # retry:
         k.step()
+        if GFP.kswapd_reclaim(gfp):
+            kswapd.wakeup_kswapd(k)                   # wake_all_kswapds()
         mark, no_watermarks = gfp_to_alloc_mark(k, task, gfp)
         got += zone.take(_want(task, n, got), mark)
         if got < n and no_watermarks:
@@ -131,7 +133,8 @@ async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int
         # Avoid allocations with no watermarks from looping endlessly.
         if oom_victim(k, task) and not GFP.nofail(gfp):
             return warn_alloc_failed(k, task, got, gfp)
-        progress = await vmscan.try_to_free_pages(k, task, mark + (n - got) - zone.free)
+        progress = await vmscan.try_to_free_pages(k, task, mark + (n - got) - zone.free,
+                                                  gfp=gfp)
         got += zone.take(_want(task, n, got), mark)
         if got == n or (got and task.fatal_signal_pending()):
             return got

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from workbench.kernel import memcontrol, swap
+from workbench.kernel import gfp as GFP
+from workbench.kernel import kswapd, memcontrol, swap
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
 
 if TYPE_CHECKING:
@@ -33,12 +34,17 @@ ZONE_RECLAIMABLE_RATIO = 6        # zone_reclaimable(): scanned < reclaimable pa
 
 
 async def try_to_free_pages(k: Kernel, task: Task, want: int,
-                            memcg: MemCgroup | None = None) -> int:
+                            memcg: MemCgroup | None = None, gfp: int | None = None) -> int:
     """Reclaim up to `want` pages (from memcg only, for a memcg charge);
     returns the progress do_try_to_free_pages() reports, after paying the
     round's virtual time: the pages freed, or for a global reclaim that
     freed none, 1 while the zone is still zone_reclaimable()."""
-    cache, swapped = _shrink(k, max(want, 1), memcg)
+    # Do not enter reclaim if fatal signal was delivered while throttled.
+    # 1 is returned so that the page allocator does not OOM kill at this point.
+    if memcg is None and gfp is not None and await kswapd.throttle_direct_reclaim(k, task, gfp):
+        return 1
+    io = gfp is None or GFP.io_allowed(gfp)          # swap-out needs __GFP_IO
+    cache, swapped = shrink(k, max(want, 1), memcg, io)
     reclaimed = cache + swapped
     m = k.machine
     cost = m.reclaim_round_ns
@@ -104,14 +110,15 @@ def _mms(k: Kernel) -> list:
     return list(mms.values())
 
 
-def _shrink(k: Kernel, want: int, memcg: MemCgroup | None) -> tuple[int, int]:
+def shrink(k: Kernel, want: int, memcg: MemCgroup | None,
+           io: bool = True) -> tuple[int, int]:
     """(page-cache pages freed, anonymous pages swapped out and freed).
     get_scan_count(), simplified: with clean page cache to take, swappiness/200
     of the pages from anon (SCAN_FRACT with equal rotation ratios), the rest
     from the cache, and each side's shortfall from the other; with none, all
     from anon (SCAN_ANON); no free swap, or a memcg at its memsw limit
     (may_swap = false): none from anon (SCAN_FILE)."""
-    may_swap = not k.swap.full() and not (memcg is not None and memcg.memsw_full())
+    may_swap = io and not k.swap.full() and not (memcg is not None and memcg.memsw_full())
     if not may_swap:
         return _shrink_file(k, want, memcg), 0
     anon = want * k.machine.swappiness // 200
