@@ -1,12 +1,13 @@
 """Direct reclaim (mm/vmscan.c), reduced to what the OOM path depends on.
 
-With no swap, the only memory reclaim can free is clean page cache: first
-pages no one maps, then clean pages mapped by processes (not mlocked), in
-task-list order.  Dirty page cache needs writeback, which is not modelled, so
-it is never reclaimed.  A round costs reclaim_rate for what it freed, or
-reclaim_round when it found nothing: that is what makes a livelocked
-allocator advance the clock.  kswapd is not modelled; every
-allocator reclaims for itself.
+Reclaim frees clean page cache - first pages no one maps, then clean pages
+mapped by processes (not mlocked), in task-list order - and, with free swap,
+anonymous pages swapped out, split by swappiness (get_scan_count()).  Dirty
+page cache needs writeback, which is not modelled, so it is never reclaimed.
+A round costs reclaim_rate for the cache it freed and swap_rate for what it
+swapped, or reclaim_round when it found nothing: that is what makes a
+livelocked allocator advance the clock.  kswapd (kswapd.py) reclaims by the
+same rules in the background; a direct reclaimer may first be throttled.
 
 Progress is 4.5's: a global reclaim that frees nothing still reports
 progress while the zone is zone_reclaimable() - fewer pages scanned
