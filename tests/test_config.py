@@ -199,6 +199,10 @@ def test_swap_settings_are_resolved_and_only_a_swap_machine_logs_them(tmp_path):
     assert m.to_json()["swap"] == 1 << 30
     plain = load(tmp_path, 'scenarios = ["s.toml"]', s='name = "s"\n' + GOOD_PROCESS)
     assert "swap" not in plain.scenarios[0].machine.to_json()
+    assert "writeback_rate" not in plain.scenarios[0].machine.to_json()
+    slow = load(tmp_path, 'scenarios = ["s.toml"]\n[machine]\nwriteback_rate = "1MiB/s"',
+                s='name = "s"\n' + GOOD_PROCESS)
+    assert slow.scenarios[0].machine.to_json()["writeback_rate"] == 1 << 20
 
 
 def test_expectations_refer_to_real_processes_and_cgroups(tmp_path):

@@ -12,6 +12,11 @@ DIRTY = process("writer", program=['{ sleep = "1s" }'],
                       'resident = "64MiB"\ndirty = "64MiB"')
 
 
+def stuck(text):
+    """The disk behind the dirty pages writes 4 KiB/s: the flusher cleans nothing here."""
+    return text.replace("[machine]", '[machine]\nwriteback_rate = "4KiB/s"')
+
+
 def _progress_sequence(seen, memcg=False):
     async def call(k, task):
         await k.clock.sleep(task, 1_000_000, "D")
@@ -26,7 +31,8 @@ def _progress_sequence(seen, memcg=False):
 
 def test_reclaim_that_frees_nothing_reports_progress_while_the_zone_is_reclaimable(run):
     seen = []
-    run(scenario("s", DIRTY, process("a", program=[])), calls={"a/main": _progress_sequence(seen)})
+    run(stuck(scenario("s", DIRTY, process("a", program=[]))),
+        calls={"a/main": _progress_sequence(seen)})
     # 64 MiB of dirty page cache: 16384 LRU pages.  The first call scans two priority sweeps
     # (about 4 x 16384) and is still under 6 x 16384: progress; the second crosses it.
     assert seen == [1, 0, 0, ("scanned after a free", 0), 1]
@@ -43,7 +49,7 @@ def test_memcg_reclaim_does_not_use_the_rule(run):
     text = scenario("s", DIRTY.replace('name = "writer"', 'name = "writer"\ncgroup = "a"'),
                     process("a", program=[], extra='cgroup = "a"'),
                     extra='[[cgroup]]\nname = "a"\nmemory_max = "128MiB"')
-    run(text, calls={"a/main": _progress_sequence(seen, memcg=True)})
+    run(stuck(text), calls={"a/main": _progress_sequence(seen, memcg=True)})
     assert seen == [0, 0, 0, ("scanned after a free", 0), 0]
 
 
@@ -52,11 +58,22 @@ def test_the_oom_killer_runs_later_with_dirty_page_cache_and_not_under_4_7(run):
     freer = DIRTY.replace('program = [{ sleep = "1s" }]',
                           'program = [{ kalloc = "8MiB" }, { repeat = 500, do = '
                           '[{ kfree = "4KiB" }, { sleep = "1ms" }] }]')
-    r45 = run(scenario("s", freer, hog, memory="512MiB"))
-    r47 = run(scenario("s", freer, hog, memory="512MiB"), preset="modern")
+    r45 = run(stuck(scenario("s", freer, hog, memory="512MiB")))
+    r47 = run(stuck(scenario("s", freer, hog, memory="512MiB")), preset="modern")
     # every kfree resets NR_PAGES_SCANNED: 4.5 keeps retrying for the freer's half second
     assert r45.summary["first_oom_s"] > 0.5 > r47.summary["first_oom_s"]
     assert r45.summary["kills"] == r47.summary["kills"] == 1
+
+
+def test_the_flusher_writes_dirty_page_cache_back_and_reclaim_then_frees_it(run):
+    hog = process("hog", heap="1GiB", program=['{ alloc = "1GiB", vma = "heap" }'])
+    r = run(scenario("s", DIRTY, hog, memory="512MiB"))
+    wb = r.first("writeback")
+    assert wb["written_kb"] == 64 << 10 and wb["dirty_kb"] == 0
+    # 64 MiB at writeback_rate (128 MiB/s) before the OOM kill
+    assert wb["t"] > 0.5 and r.first("kill")["t"] > wb["t"]
+    slow = run(stuck(scenario("s", DIRTY, hog, memory="512MiB")))
+    assert slow.first("kill")["t"] < 0.2 and not slow.of("writeback")
 
 
 # -- swap-out ---------------------------------------------------------------------------

@@ -130,6 +130,7 @@ class MachinePatch(_Model):
     # vm_swappiness (mm/vmscan.c, 4.5: 60); /proc/sys/vm/swappiness takes 0..100
     swappiness: int | None = Field(None, ge=0, le=100)
     swap_rate: Rate | None = None
+    writeback_rate: Rate | None = None
 
     @field_validator("swap")
     @classmethod
@@ -152,6 +153,8 @@ MACHINE_DEFAULTS = MachinePatch.model_validate({
     "reclaim_rate": "1GiB/s", "reclaim_round": "1ms",
     # vm_swappiness, and the speed of the swap device (writes and reads alike)
     "swappiness": 60, "swap_rate": "512MiB/s",
+    # the flusher's speed writing dirty page cache back (a disk's order)
+    "writeback_rate": "128MiB/s",
     # virtual time per chunk of faulting, exit unmapping and reaping: one step each
     "quantum": "1ms"})
 

@@ -91,6 +91,8 @@ EVENTS: dict[str, str] = {
     "reclaim_throttle": "throttle_direct_reclaim(): a direct reclaimer waited on "
                         "pfmemalloc_wait (free at or below half the min watermark): since, "
                         "wait_s, killed (a SIGKILL ended the wait).",
+    "writeback": "The flusher (no pid) wrote dirty page cache back and went idle: "
+                 "written_kb since it was woken, dirty_kb left.",
     "task_state": "At the end of the run, one line per live thread: state, waiting_on, since.",
     "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
     "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",

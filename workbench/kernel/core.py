@@ -21,6 +21,7 @@ from workbench.kernel.futex import Futex
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
 from workbench.kernel.kswapd import Kswapd
+from workbench.kernel.writeback import Flusher
 from workbench.kernel.swap import SwapDevice
 from workbench.kernel.sched import TASK_DEAD, Clock, Halt, Process, Task, WaitQueue
 from workbench.log import EventLog, LogWriteError, internal_error
@@ -61,6 +62,7 @@ class Kernel:
         self.zone.free -= self.zone.hugetlb
         self.swap = SwapDevice(self, m.swap_pages)      # swapon at boot: total_swap_pages
         self.kswapd = Kswapd(self)                      # started when first woken (kswapd.py)
+        self.flusher = Flusher(self)                    # started when first woken (writeback.py)
         self.oom_lock = Mutex(self, "oom_lock")
         self.memcgs = memcontrol.Memcgs(self, scenario.cgroups)
         self.mutexes: dict[str, Mutex] = {}        # the workload's kernel mutexes, by name

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from trio.lowlevel import current_task
 
 from workbench.kernel import gfp as GFP
-from workbench.kernel import vmscan
+from workbench.kernel import vmscan, writeback
 from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_UNINTERRUPTIBLE,
                                     Process, Task, WaitQueue, block, wake_up_task)
 from workbench.units import kb, seconds
@@ -189,6 +189,9 @@ async def balance_pgdat(k: Kernel, me: Task) -> None:
         want = min(max(SWAP_CLUSTER_MAX, zone.wmark_high + 1 - zone.free),
                    m.chunk(m.reclaim_rate))
         cache, swapped = vmscan.shrink(k, want, None)
+        if cache + swapped < want:
+            # kswapd's pageout() of a ZONE_DIRTY zone's file pages: the flusher's work here
+            writeback.wakeup_flusher_threads(k, want - cache - swapped)
         if cache or swapped:
             cost = (m.cost_ns(cache, m.reclaim_rate) if cache else 0) + (
                 m.cost_ns(swapped, m.swap_rate) if swapped else 0)

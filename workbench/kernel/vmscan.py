@@ -3,7 +3,8 @@
 Reclaim frees clean page cache - first pages no one maps, then clean pages
 mapped by processes (not mlocked), in task-list order - and, with free swap,
 anonymous pages swapped out, split by swappiness (get_scan_count()).  Dirty
-page cache needs writeback, which is not modelled, so it is never reclaimed.
+page cache is freed only once the flusher (writeback.py), which a round that
+fell short wakes, has written it back.
 A round costs reclaim_rate for the cache it freed and swap_rate for what it
 swapped, or reclaim_round when it found nothing: that is what makes a
 livelocked allocator advance the clock.  kswapd (kswapd.py) reclaims by the
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from workbench.kernel import gfp as GFP
-from workbench.kernel import kswapd, memcontrol, swap
+from workbench.kernel import kswapd, memcontrol, swap, writeback
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ async def try_to_free_pages(k: Kernel, task: Task, want: int,
     io = gfp is None or GFP.io_allowed(gfp)          # swap-out needs __GFP_IO
     cache, swapped = shrink(k, max(want, 1), memcg, io)
     reclaimed = cache + swapped
+    if reclaimed < want:
+        # the scan met dirty pages it may not write: wakeup_flusher_threads()
+        writeback.wakeup_flusher_threads(k, want - reclaimed)
     m = k.machine
     cost = m.reclaim_round_ns
     if reclaimed:

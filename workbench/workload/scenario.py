@@ -58,7 +58,8 @@ def resolve_machine(values: dict[str, Any], problem: Problems) -> MachineSpec:
         reap_rate=values["reap_rate"], reclaim_rate=values["reclaim_rate"],
         reclaim_round_ns=values["reclaim_round"].to_ns(hz),
         quantum_ns=values["quantum"].to_ns(hz), swap=values["swap"],
-        swappiness=values["swappiness"], swap_rate=values["swap_rate"])
+        swappiness=values["swappiness"], swap_rate=values["swap_rate"],
+        writeback_rate=values["writeback_rate"])
     # Finer steps model nothing more, and each costs a step (limits.steps).
     if spec.reclaim_round_ns < MIN_STEP_NS:
         problem("machine.reclaim_round", "expected a duration of at least 10us")

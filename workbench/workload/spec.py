@@ -12,6 +12,9 @@ from typing import Any
 from workbench.units import NSEC_PER_SEC, PAGE_SIZE, jiffy_ns
 
 
+WRITEBACK_RATE_DEFAULT = 128 << 20
+
+
 @dataclass(frozen=True)
 class MachineSpec:
     memory: int                 # bytes
@@ -26,16 +29,20 @@ class MachineSpec:
     swap: int = 0               # bytes of swap (total_swap_pages * PAGE_SIZE)
     swappiness: int = 60        # vm_swappiness
     swap_rate: int = 512 << 20  # bytes per second the swap device writes or reads
+    writeback_rate: int = 128 << 20  # bytes per second the flusher writes dirty pages back
 
     SWAP_KEYS = ("swap", "swappiness", "swap_rate")
 
     def to_json(self) -> dict[str, Any]:
         """As the log header records it: the swap keys only for a machine
-        with swap, so that a swapless machine's header is what it always was."""
+        with swap, writeback_rate only when it is not the default, so that the
+        header of a machine using neither is what it always was."""
         d = asdict(self)
         if not self.swap:
             for key in self.SWAP_KEYS:
                 del d[key]
+        if self.writeback_rate == WRITEBACK_RATE_DEFAULT:
+            del d["writeback_rate"]
         return d
 
     @property
