@@ -35,8 +35,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trio.lowlevel import current_task
-
 from workbench.kernel import gfp as GFP
 from workbench.kernel import vmscan, writeback
 from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_UNINTERRUPTIBLE,
@@ -142,6 +140,7 @@ async def _wait_timeout(k: Kernel, wq: WaitQueue, task: Task, ns: int) -> None:
 
 async def kswapd(k: Kernel, me: Task) -> None:
     """kswapd(): balance_pgdat(), then kswapd_try_to_sleep(), for ever."""
+    from trio.lowlevel import current_task      # Trio only once a run starts it
     me.trio_task = current_task()
     while True:
         k.step()

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trio.lowlevel import current_task
-
 from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, Process, Task,
                                     WaitQueue)
 from workbench.units import kb
@@ -68,6 +66,7 @@ async def flusher(k: Kernel, me: Task) -> None:
     """wb_workfn(): write what was asked, a quantum's worth at a time (each
     quantum's pages are clean once their write is done); idle, it logs what
     it wrote since it was woken."""
+    from trio.lowlevel import current_task      # Trio only once a run starts it
     me.trio_task = current_task()
     fl, m = k.flusher, k.machine
     written = 0
