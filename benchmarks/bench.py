@@ -8,7 +8,9 @@ Measures, in one process:
    for one Trio task step on this machine;
 3. one scenario (S03 in the shape of tests/test_scale.py) at 1 GiB and at
    1 TiB, sizes, rates and min_free scaled together so that the virtual
-   timeline is the same (to a page-table page): the wall times should be too.
+   timeline is the same (to a page-table page): the wall times should be too;
+4. the same with swap (S17's shape, tests/test_scale.py scaled_swap()): a 1 GiB
+   and a 1 TiB machine with as much swap, swapped full before the OOM kill.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import trio.testing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_scale import scaled  # noqa: E402  (the scenario the scaling test checks)
+from test_scale import scaled, scaled_swap  # noqa: E402  (the scenarios the scaling tests check)
 
 from workbench.experiment import load_experiment  # noqa: E402
 from workbench.discovery import load_plugins  # noqa: E402
@@ -82,11 +84,11 @@ def bare_sleep_loop(tasks: int = 10, sleeps: int = 6000) -> dict:
     return {"wall_s": wall, "steps": counter.steps, "steps_per_s": counter.steps / wall}
 
 
-def scaling(out: Path, reps: int = 10) -> dict:
+def scaling(out: Path, reps: int = 10, shape=scaled) -> dict:
     """Best of `reps` for each size, the two sizes interleaved (the machine is noisy)."""
     plugins = load_plugins()
     sizes = {"1GiB": 1, "1TiB": 1024}
-    exps = {label: experiment(scaled(f, gib=1), out / label, plugins=plugins)
+    exps = {label: experiment(shape(f, gib=1), out / label, plugins=plugins)
             for label, f in sizes.items()}
     rows: dict = {}
     for _ in range(reps):
@@ -109,6 +111,7 @@ def main() -> None:
         job_wall = time.perf_counter() - started
         bare = bare_sleep_loop()
         scale = scaling(out / "scale")
+        swap_scale = scaling(out / "swap", shape=scaled_swap)
 
     steps = sum(r["steps"] for r in runs)
     sim_wall = sum(r["wall_s"] for r in runs)
@@ -130,9 +133,14 @@ def main() -> None:
     print(f"\nscaling, S03 (best of 10): 1 GiB {scale['1GiB']['wall_s'] * 1000:.1f} ms, "
           f"{scale['1GiB']['steps']} steps; 1 TiB {scale['1TiB']['wall_s'] * 1000:.1f} ms, "
           f"{scale['1TiB']['steps']} steps; ratio {scale['ratio']:.2f}")
+    print(f"scaling with swap, S17 (a hog swapping itself out until the swap is full, then "
+          f"the OOM kill; best of 10): 1 GiB {swap_scale['1GiB']['wall_s'] * 1000:.1f} ms, "
+          f"{swap_scale['1GiB']['steps']} steps; 1 TiB {swap_scale['1TiB']['wall_s'] * 1000:.1f} "
+          f"ms, {swap_scale['1TiB']['steps']} steps; ratio {swap_scale['ratio']:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"main_job_wall_s": job_wall, "runs": runs, "bare": bare,
-                                         "scaling": scale}, indent=2) + "\n")
+                                         "scaling": scale, "swap_scaling": swap_scale},
+                                        indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -107,8 +107,11 @@ class Earlyoom(Policy):
             return self.kill_wait()
         m = view.meminfo
         percent = mem_available_percent(m)
-        # lowmem_sig(): SwapFreePercent is 0 without swap, so at or below any level.
-        if percent > self.kill:
+        # lowmem_sig(): memory and swap both at or below the SIGKILL level;
+        # SwapFreePercent is 0 without swap, so at or below any level.  The swap
+        # level (-s, default 10,5) is taken equal to the memory level here.
+        swap = m.swap_free_kb * 100 / m.swap_total_kb if m.swap_total_kb else 0.0
+        if percent > self.kill or swap > self.kill:
             return UserKill(self.sleep_time_ms(m, percent) * MS)
         victim = self.find_largest_process(view)
         # (poll_loop re-reads meminfo before the kill; no virtual time has passed.)

@@ -180,11 +180,29 @@ def test_machine_and_limits_merge_experiment_then_scenario(tmp_path):
     assert [a.name for a in exp.arms] == ["patch"]
 
 
-def test_swap_is_refused_until_it_is_modelled(tmp_path):
-    found = problems(tmp_path, 'scenarios = ["s.toml"]\n[machine]\nswap = "1GiB"',
+@pytest.mark.parametrize("machine, message", [
+    ('swap = "1000B"', 'machine.swap: expected a whole number of 4KiB pages'),
+    ('swappiness = 101', 'machine.swappiness: Input should be less than or equal to 100'),
+    ('swap_rate = "0B/s"', 'machine.swap_rate:'),
+])
+def test_bad_swap_settings_name_their_key(tmp_path, machine, message):
+    found = problems(tmp_path, f'scenarios = ["s.toml"]\n[machine]\n{machine}',
                      s='name = "s"\n' + GOOD_PROCESS)
-    assert found == [f"{tmp_path / 'exp.toml'}: machine.swap: expected \"0B\": swap-out is not "
-                     "modelled yet"]
+    assert len(found) == 1 and message in found[0], found
+
+
+def test_swap_settings_are_resolved_and_only_a_swap_machine_logs_them(tmp_path):
+    exp = load(tmp_path, 'scenarios = ["s.toml"]\n[machine]\nswap = "1GiB"\nswappiness = 10',
+               s='name = "s"\n' + GOOD_PROCESS)
+    m = exp.scenarios[0].machine
+    assert (m.swap_pages, m.swappiness, m.swap_rate) == (262144, 10, 512 << 20)
+    assert m.to_json()["swap"] == 1 << 30
+    plain = load(tmp_path, 'scenarios = ["s.toml"]', s='name = "s"\n' + GOOD_PROCESS)
+    assert "swap" not in plain.scenarios[0].machine.to_json()
+    assert "writeback_rate" not in plain.scenarios[0].machine.to_json()
+    slow = load(tmp_path, 'scenarios = ["s.toml"]\n[machine]\nwriteback_rate = "1MiB/s"',
+                s='name = "s"\n' + GOOD_PROCESS)
+    assert slow.scenarios[0].machine.to_json()["writeback_rate"] == 1 << 20
 
 
 def test_expectations_refer_to_real_processes_and_cgroups(tmp_path):

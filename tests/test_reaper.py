@@ -39,7 +39,9 @@ def test_only_anonymous_memory_is_freed_and_the_rest_is_left_or_only_unmapped(ru
             + vma("huge", "hugetlb", "8MiB", "8MiB"))
     victim = process("victim", program=['{ sleep = "1ms" }', '{ lock = "m" }'], extra=vmas)
     holder = process("holder", program=['{ lock = "m" }', '{ kalloc = "256MiB" }', '{ unlock = "m" }'])
-    r = run(scenario("s", victim, holder))
+    # (a disk too slow for the flusher to clean the dirty pages before the OOM)
+    r = run(scenario("s", victim, holder).replace("[machine]",
+                                                  '[machine]\nwriteback_rate = "4KiB/s"'))
     done = r.first("reap_done", comm="victim")
     assert done["reaped_kb"] == 64 * 1024                      # the unlocked anon only
     assert done["anon_rss_kb"] == 16 * 1024                    # the mlocked anon stays

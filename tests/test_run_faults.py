@@ -65,7 +65,7 @@ def test_a_fault_whose_page_tables_do_not_fit_maps_less_and_fails_as_4_5_does(ru
         vma = task.mm.vma("heap")
         vma.touched = 8                  # an earlier fault left one PTE page
         monkeypatch.setattr(page_alloc, "alloc_pages", racing)
-        seen["mapped"] = await memory._alloc_and_charge(k, task, task.mm, vma, 8, 0xd0)
+        seen["mapped"], _ = await memory._alloc_and_charge(k, task, task.mm, vma, 8, 0xd0)
         monkeypatch.setattr(page_alloc, "alloc_pages", real)
 
     proc = process("p", heap="8MiB", program=['{ sleep = "1ms" }'])

@@ -166,13 +166,13 @@ class ProcessView(Protocol):
         """The tgid."""
     @property
     def comm(self) -> str:
-        """Its name (the scenario's process name)."""
+        """What the kernel prints: the scenario's `comm`, else its process name."""
     @property
     def uid(self) -> int:
         """Its user id."""
     @property
     def cap_sys_admin(self) -> bool:
-        """has_capability_noaudit(CAP_SYS_ADMIN): uid 0 here."""
+        """has_capability_noaudit(CAP_SYS_ADMIN): the scenario's `cap_sys_admin`, else uid 0."""
     @property
     def oom_score_adj(self) -> int:
         """-1000 (OOM_SCORE_ADJ_MIN: never kill) to 1000."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer,
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, StrictBool,
                       PlainValidator, Tag, ValidationError, field_validator)
 
 from workbench.kernel.gfp import parse_gfp
@@ -127,12 +127,16 @@ class MachinePatch(_Model):
     reclaim_rate: Rate | None = None
     reclaim_round: Dur | None = None
     quantum: Dur | None = None
+    # vm_swappiness (mm/vmscan.c, 4.5: 60); /proc/sys/vm/swappiness takes 0..100
+    swappiness: int | None = Field(None, ge=0, le=100)
+    swap_rate: Rate | None = None
+    writeback_rate: Rate | None = None
 
     @field_validator("swap")
     @classmethod
-    def _no_swap(cls, v: int | None) -> int | None:
-        if v:
-            raise ValueError('expected "0B": swap-out is not modelled yet')
+    def _whole_pages(cls, v: int | None) -> int | None:
+        if v is not None and v % 4096:
+            raise ValueError("expected a whole number of 4KiB pages (swap slots are pages)")
         return v
 
     @field_validator("memory")
@@ -147,6 +151,10 @@ MACHINE_DEFAULTS = MachinePatch.model_validate({
     "memory": "2GiB", "swap": "0B", "hz": 1000, "min_free": "auto",
     "fault_rate": "4GiB/s", "exit_rate": "2GiB/s", "reap_rate": "4GiB/s",
     "reclaim_rate": "1GiB/s", "reclaim_round": "1ms",
+    # vm_swappiness, and the speed of the swap device (writes and reads alike)
+    "swappiness": 60, "swap_rate": "512MiB/s",
+    # the flusher's speed writing dirty page cache back (a disk's order)
+    "writeback_rate": "128MiB/s",
     # virtual time per chunk of faulting, exit unmapping and reaping: one step each
     "quantum": "1ms"})
 
@@ -294,6 +302,7 @@ class Vma(_Model):
     size: Size
     resident: Size = 0
     dirty: Size = 0
+    swapped: Size = 0                 # pages already swapped out at start: swap entries
     locked: bool = False
     shared: bool | None = None
 
@@ -306,6 +315,10 @@ class Thread(_Model):
 
 class Process(_Model):
     name: str = Field(min_length=1, max_length=15)
+    comm: str | None = Field(None, min_length=1, max_length=15)   # shown; need not be unique
+    pid: int | None = Field(None, ge=1, le=PID_MAX_DEFAULT - 1)
+    cap_sys_admin: StrictBool | None = None  # true | false; default: uid 0
+    pgtables: Size | None = None       # page-table memory, overriding the derived pages
     count: int | None = Field(None, ge=1, le=PID_MAX_DEFAULT)
     start: Dur = Duration()
     start_jitter: Dur = Duration()
@@ -324,6 +337,7 @@ class Process(_Model):
 class Cgroup(_Model):
     name: str = Field(min_length=1)
     memory_max: Size
+    memsw_max: Size | None = None     # memory.memsw.limit_in_bytes (cgroup v1)
     oom_group: bool = False
 
 

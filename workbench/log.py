@@ -45,7 +45,8 @@ EVENTS: dict[str, str] = {
                      "event: t of the first, count (2 or more) and until (t of the last).",
     "oom_header": "dump_header(): the 'invoked oom-killer' line.",
     "oom_cpuset": "dump_header(): the cpuset line (not under modern-oom-report).",
-    "oom_meminfo": "dump_header(): the zone's free pages and watermarks (show_mem), no msg.",
+    "oom_meminfo": "dump_header(): the zone's free pages and watermarks (show_mem), no msg; "
+                   "with swap also free_swap_kb and total_swap_kb (show_swap_cache_info).",
     "oom_dump_tasks": "dump_tasks(): the table's header row (modern-oom-report: two lines, "
                       "'Tasks state ...' and the header, one event each).",
     "oom_dump_task": "dump_tasks(): one row per process with an mm.",
@@ -67,10 +68,12 @@ EVENTS: dict[str, str] = {
     "reaper_dropped": "wake_oom_reaper() found no room: the mm was dropped.",
     "reap_attempt": "One down_read_trylock(mmap_sem) by the reaper: result locked | contended.",
     "reap_exit_race": "The reaper found mm_users at 0: the exit got there first.",
-    "reap_done": "The reaper unmapped the mm: reaped_kb and the rss left.",
+    "reap_done": "The reaper unmapped the mm: reaped_kb and the rss left; with swap also "
+                 "swap_kb, the swap entries it freed (check_swap_entries).",
     "reap_give_up": "The reaper gave up after its last attempt.",
     "oom_skip": "MMF_OOM_SKIP set on an mm: by oom_reaper | exit_mmap (4.9+).",
-    "exit_mmap": "An address space was torn down: freed_kb, in whose context.",
+    "exit_mmap": "An address space was torn down: freed_kb, in whose context; with swap "
+                 "also swap_kb, the swap entries it freed.",
     "lock_wait": "A thread waited for a lock: lock, since, wait_s, result.",
     "segv": "A fault outside its VMA: the process gets SIGSEGV.",
     "robust_list": "exit_robust_list() for a futex the dying thread held: result owner_died "
@@ -84,6 +87,17 @@ EVENTS: dict[str, str] = {
     "userspace_kill": "The userspace OOM killer sent SIGKILL through kill(2), not the OOM "
                       "killer: pid, comm, policy, reason, and the meminfo it acted on "
                       "(mem_available_kb, mem_total_kb, anon_pages_kb).",
+    "kswapd_start": "kswapd0 was first woken with reclaimable pages in the zone: free_kb, "
+                    "high_kb (it has no pid: it is off the task list).",
+    "kswapd_sleep": "kswapd0 found the zone balanced (free above high, or nothing "
+                    "zone_reclaimable()) and went to sleep: free_kb.",
+    "kswapd_wake": "kswapd0 was woken by an allocation below the low watermark or a "
+                   "throttled reclaimer: free_kb.",
+    "reclaim_throttle": "throttle_direct_reclaim(): a direct reclaimer waited on "
+                        "pfmemalloc_wait (free at or below half the min watermark): since, "
+                        "wait_s, killed (a SIGKILL ended the wait).",
+    "writeback": "The flusher (no pid) wrote dirty page cache back and went idle: "
+                 "written_kb since it was woken, dirty_kb left.",
     "task_state": "At the end of the run, one line per live thread: state, waiting_on, since.",
     "memcg_charge_fail": "A charge failed in a memcg at its limit (-ENOMEM, no OOM kill).",
     "memcg_oom_info": "mem_cgroup_print_oom_info(): its lines.",

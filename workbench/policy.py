@@ -165,7 +165,7 @@ class ZapDetails:
 @dataclass(frozen=True)
 class MemInfo:
     """/proc/meminfo as a userspace killer reads it, in kB (workbench/kernel/
-    userspace.py meminfo() says how each is computed).  No swap is modelled."""
+    userspace.py meminfo() says how each is computed)."""
 
     mem_total_kb: int
     mem_free_kb: int

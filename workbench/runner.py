@@ -19,7 +19,7 @@ import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -134,7 +134,7 @@ def _unlogged(scenario: ScenarioSpec, arm: ArmSpec, seed: int, problem: str,
 
 def header(scenario: ScenarioSpec, arm: ArmSpec, plugins_desc: list) -> dict[str, Any]:
     """The header event's fields (the zone is added once the kernel has booted)."""
-    config = {"scenario": scenario.to_json(), "machine": asdict(scenario.machine),
+    config = {"scenario": scenario.to_json(), "machine": scenario.machine.to_json(),
               "limits": {"time_s": seconds(scenario.limits.time_ns),
                          "stall_s": seconds(scenario.limits.stall_ns),
                          "steps": scenario.limits.steps,

@@ -22,8 +22,11 @@ from workbench.kernel.futex import Futex
 from workbench.kernel.locking import Mutex
 from workbench.kernel.page_alloc import Zone, min_free_kbytes_for
 from workbench.kernel.clock import Clock
+from workbench.kernel.kswapd import Kswapd
 from workbench.kernel.sched import TASK_DEAD, Halt, Process, Task, WaitQueue
+from workbench.kernel.swap import SwapDevice
 from workbench.kernel.tasklist import TaskList
+from workbench.kernel.writeback import Flusher
 from workbench.log import EventLog, LogWriteError, internal_error
 from workbench.plugin import PolicyError, RunPolicies
 from workbench.units import kb, seconds
@@ -60,6 +63,9 @@ class Kernel:
         self.zone.hugetlb = sum(v.size for p in scenario.processes for v in p.vmas
                                 if v.kind == "hugetlb")
         self.zone.free -= self.zone.hugetlb
+        self.swap = SwapDevice(self, m.swap_pages)      # swapon at boot: total_swap_pages
+        self.kswapd = Kswapd(self)                      # started when first woken (kswapd.py)
+        self.flusher = Flusher(self)                    # started when first woken (writeback.py)
         self.oom_lock = Mutex(self, "oom_lock")
         self.memcgs = memcontrol.Memcgs(self, scenario.cgroups)
         self.mutexes: dict[str, Mutex] = {}        # the workload's kernel mutexes, by name
@@ -372,6 +378,10 @@ class Kernel:
         if used + self.zone.free != self.zone.managed:
             self.log.emit("invariant", problem=f"page accounting: free {self.zone.free} + used "
                           f"{used} != managed {self.zone.managed}")
+        entries = sum(v.swap for mm in self._all_mms() for v in mm.vmas)
+        if entries != self.swap.used:
+            self.log.emit("invariant", problem=f"swap accounting: {entries} swap entries but "
+                          f"{self.swap.used} slots in use")
 
     def _reaper_holds(self, mm: Any) -> bool:
         """The reaper thread is still at work on mm (its pin is not a leak)."""

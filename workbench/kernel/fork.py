@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from workbench.kernel import exit as kexit
-from workbench.kernel import memcontrol, mmap, oom_kill, userspace
+from workbench.kernel import memcontrol, mmap, oom_kill, swap, userspace
 from workbench.kernel.mm import MmStruct, Vma
 from workbench.kernel.sched import (
     TASK_INTERRUPTIBLE,
@@ -51,9 +51,21 @@ class Boot:
             next_pid += 1
         if k.policies.userspace_enabled():
             k.userspace_th = userspace.userspace_init(k)     # no pid: off the task list
+        # Explicit pids (validated not to collide) are taken first; the others
+        # get the next free range in file order.
+        taken = [(s.pid, s.pid + len(s.threads)) for s in specs
+                 if s.pid is not None and s is not declared_init]
         for spec in specs:
-            if spec is not declared_init:
-                next_pid += len(self._create(spec, next_pid).threads)
+            if spec is declared_init:
+                continue
+            if spec.pid is not None:
+                self._create(spec, spec.pid)
+                continue
+            n = len(spec.threads)
+            while clash := next((hi for lo, hi in taken if next_pid < hi and lo < next_pid + n),
+                                None):
+                next_pid = clash
+            next_pid += len(self._create(spec, next_pid).threads)
         # Parents and shared mms may come later in the file: link once all exist.
         for proc, spec in self._specs:
             self._link(proc, spec)
@@ -73,13 +85,15 @@ class Boot:
     def _create(self, spec: ProcessSpec, pid: int) -> Process:
         """The process with its pid and threads; an mm of its own unless it
         uses another's (CLONE_VM, vfork, a use_mm kthread)."""
-        proc = Process(pid, spec.name, uid=spec.uid, oom_score_adj=0, parent=None,
+        proc = Process(pid, spec.shown_comm, uid=spec.uid, oom_score_adj=0, parent=None,
                        kthread=spec.kthread, init=spec.init, vfork=spec.vfork,
-                       cgroup=self.k.memcgs.get(spec.cgroup))
+                       cgroup=self.k.memcgs.get(spec.cgroup), name=spec.name,
+                       cap_sys_admin=spec.cap_sys_admin)
         if not spec.shares_mm_with and not spec.kthread:
             proc.mm = MmStruct(self.k, pid, [Vma(v.name, v.kind, v.size, locked=v.locked,
                                                  shared=v.shared) for v in spec.vmas])
             proc.mm.memcg = proc.cgroup
+            proc.mm.fixed_pgtables = spec.pgtables is not None
         for i, t in enumerate(spec.threads):
             Task(pid + i, proc, t.name, proc.mm)
         self.all_processes.append(proc)
@@ -111,7 +125,7 @@ class Boot:
                 continue                        # its parent's vfork step forks it
             start = spec.start_ns
             if spec.start_jitter_ns:
-                start += k.rng(proc.comm, "start").randint(0, spec.start_jitter_ns)
+                start += k.rng(proc.name, "start").randint(0, spec.start_jitter_ns)
             if start == 0:
                 self._fork(proc, spec)
             else:
@@ -189,9 +203,20 @@ class Boot:
 
 
 def _populate(k: Kernel, proc: Process, spec: ProcessSpec) -> None:
-    """The VMAs' `resident` pages, present when the process starts."""
+    """The VMAs' `resident` pages, present when the process starts, their
+    `swapped` pages as swap entries, and a `pgtables` override's pages."""
     mm = proc.mm
+    if spec.pgtables:
+        got = k.zone.take(spec.pgtables, -1)
+        if got < spec.pgtables:
+            k.zone.give(got)
+            k.scenario_error(f"process {proc.comm}: its {kb(spec.pgtables)}kB of pgtables do "
+                             f"not fit in the {kb(got)}kB free at its start")
+        mm.nr_ptes = spec.pgtables      # counted as PTE pages: nr_pmds stays 0
+        k.zone.pgtables += spec.pgtables
     for vma, v in zip(mm.vmas, spec.vmas):
+        if v.swapped:
+            swap.populate(k, mm, vma, v.swapped)
         if not v.resident:
             continue
         ptes = mm.add_pages(vma, v.resident)

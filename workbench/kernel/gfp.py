@@ -72,6 +72,14 @@ def nofail(gfp: int) -> bool:
     return bool(gfp & __GFP_NOFAIL)
 
 
+def io_allowed(gfp: int) -> bool:
+    return bool(gfp & __GFP_IO)
+
+
+def kswapd_reclaim(gfp: int) -> bool:
+    return bool(gfp & __GFP_KSWAPD_RECLAIM)
+
+
 def fs_allowed(gfp: int) -> bool:
     """__GFP_FS: only such allocations may invoke the OOM killer in 4.5."""
     return bool(gfp & __GFP_FS)

@@ -35,8 +35,11 @@ MEM_CGROUP_RECLAIM_RETRIES = 5
 
 
 class MemCgroup:
-    def __init__(self, name: str, limit: int | None, oom_group: bool = False):
+    def __init__(self, name: str, limit: int | None, oom_group: bool = False,
+                 memsw_limit: int | None = None):
         self.name = name
+        self.memsw_limit = memsw_limit  # memory.memsw.limit_in_bytes; None: unlimited
+        self.swap = 0                  # swap entries charged here (memsw = usage + swap)
         self.oom_group = oom_group     # memory.oom.group: read only under memory_oom_group
         self.limit = limit             # pages; None for the root
         self.usage = 0                 # pages charged
@@ -51,7 +54,19 @@ class MemCgroup:
         return self.limit is None
 
     def margin(self) -> int:
-        return max(0, self.limit - self.usage) if self.limit is not None else 1 << 62
+        """mem_cgroup_margin(): memory.limit - memory, and with memory+swap
+        accounting also memsw.limit - memsw."""
+        if self.limit is None:
+            return 1 << 62
+        margin = self.limit - self.usage
+        if self.memsw_limit is not None:
+            margin = min(margin, self.memsw_limit - self.usage - self.swap)
+        return max(0, margin)
+
+    def memsw_full(self) -> bool:
+        """try_charge(): the memsw counter at its limit gives may_swap = false:
+        swapping would not lower it."""
+        return self.memsw_limit is not None and self.usage + self.swap >= self.memsw_limit
 
     def oom_info(self, p: Task | None, modern: bool = False) -> list[str]:
         """mem_cgroup_print_oom_info() (swap and kmem accounting off); modern:
@@ -61,14 +76,15 @@ class MemCgroup:
         if modern:
             return [f"memory: usage {kb(self.usage)}kB, limit {kb(self.limit)}kB, "
                     f"failcnt {self.failcnt}",
-                    "swap: usage 0kB, limit 9007199254740988kB, failcnt 0",
+                    f"swap: usage {kb(self.swap)}kB, limit 9007199254740988kB, failcnt 0",
                     f"Memory cgroup stats for {path}:"]
         first = (f"Task in {path} killed as a result of limit of {path}" if p is not None
                  else f"Memory limit reached of cgroup {path}")
         limit = kb(self.limit)
+        memsw = kb(self.memsw_limit) if self.memsw_limit is not None else limit
         return [first,
                 f"memory: usage {kb(self.usage)}kB, limit {limit}kB, failcnt {self.failcnt}",
-                f"memory+swap: usage {kb(self.usage)}kB, limit {limit}kB, failcnt 0",
+                f"memory+swap: usage {kb(self.usage + self.swap)}kB, limit {memsw}kB, failcnt 0",
                 "kmem: usage 0kB, limit 9007199254740988kB, failcnt 0"]
 
 
@@ -77,7 +93,8 @@ class Memcgs:
 
     def __init__(self, k: Kernel, specs: tuple[CgroupSpec, ...]):
         self.root = MemCgroup("", None)
-        self.by_name = {c.name: MemCgroup(c.name, c.memory_max, c.oom_group) for c in specs}
+        self.by_name = {c.name: MemCgroup(c.name, c.memory_max, c.oom_group, c.memsw_max)
+                        for c in specs}
         self.oom_waitq = WaitQueue(k)  # memcg_oom_waitq: one for all cgroups
 
     def get(self, name: str | None) -> MemCgroup:
@@ -116,6 +133,36 @@ def uncharge(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
     if memcg.usage < 0:
         k.violation(f"memcg {memcg.name or '/'} usage below 0")
     memcg_oom_recover(k, memcg)
+
+
+def swap_charge(memcg: MemCgroup | None, n: int) -> None:
+    """The memsw charge a swapped-out page keeps (mem_cgroup_swapout(), v1)."""
+    if memcg is not None:
+        memcg.swap += n
+
+
+def swap_uncharge(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
+    """mem_cgroup_uncharge_swap(): the slot is freed; memsw waiters may go on."""
+    if memcg is None or not n:
+        return
+    memcg.swap -= n
+    if memcg.swap < 0:
+        k.violation(f"memcg {memcg.name or '/'} swap below 0")
+    if memcg.memsw_limit is not None:
+        memcg_oom_recover(k, memcg)
+
+
+def get_limit(k: Kernel, memcg: MemCgroup) -> int:
+    """mem_cgroup_get_limit(), 4.5: memory.limit, and while the memcg's
+    swappiness is not 0, min(limit + min(swap.limit, total_swap_pages),
+    memsw.limit); swap.limit is never set here (cgroup v1), so it is
+    min(limit + total swap, memsw_max).  A memcg's swappiness is
+    vm_swappiness (machine.swappiness): per-memcg swappiness is not modelled."""
+    limit = memcg.limit
+    if k.machine.swappiness:
+        memsw = memcg.memsw_limit if memcg.memsw_limit is not None else 1 << 62
+        limit = min(limit + k.swap.total, memsw)
+    return limit
 
 
 def free_pages(k: Kernel, memcg: MemCgroup | None, n: int) -> None:
@@ -292,5 +339,5 @@ async def _out_of_memory(k: Kernel, task: Task, memcg: MemCgroup, gfp: int) -> s
         if k.features.will_free_mem_fortified:
             oom_kill.wake_oom_reaper(k, task.mm, task)
         return "shortcut"
-    oc = OomControl(task, gfp, 0, memcg.limit or 1, memcg, k)
+    oc = OomControl(task, gfp, 0, get_limit(k, memcg) or 1, memcg, k)
     return await oom_kill.select_and_kill(k, oc, "Memory cgroup out of memory")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from workbench.kernel import gfp as GFP
-from workbench.kernel import memcontrol, oom_kill, page_alloc, signal
+from workbench.kernel import memcontrol, oom_kill, page_alloc, signal, swap
 from workbench.kernel.mm import MmStruct, Vma
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
 from workbench.policy import ZapDetails
@@ -60,21 +60,29 @@ async def handle_mm_fault(k: Kernel, task: Task, vma: Vma, n: int, gfp: int) -> 
         if vma.resident + vma.shmem_unmapped + n > vma.size:
             _segv(k, task, vma)
             return -1
+        swapped_in = 0
         if vma.hugetlb_page:
             mapped = n                                   # from the preallocated pool
             mm.add_pages(vma, n)
         else:
-            mapped = await _alloc_and_charge(k, task, mm, vma, n, gfp)
-        if mapped:
-            await k.clock.sleep(task, k.machine.cost_ns(mapped, k.machine.fault_rate),
+            mapped, swapped_in = await _alloc_and_charge(k, task, mm, vma, n, gfp)
+        m = k.machine
+        if mapped - swapped_in:
+            await k.clock.sleep(task, m.cost_ns(mapped - swapped_in, m.fault_rate),
                                 TASK_UNINTERRUPTIBLE, "page fault")
+        if swapped_in:                                   # do_swap_page(): a major fault
+            await k.clock.sleep(task, m.cost_ns(swapped_in, m.swap_rate),
+                                TASK_UNINTERRUPTIBLE, "swap in")
         return mapped
     finally:
         mm.mmap_sem.up_read()
 
 
 async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: int,
-                            gfp: int) -> int:
+                            gfp: int) -> tuple[int, int]:
+    """(pages mapped, of which swapped in).  A program touches a VMA in
+    order: the part never touched first (do_anonymous_page()), then the pages
+    swapped out (do_swap_page())."""
     ptes = mm.ptes_for(vma, n)
     got = await page_alloc.alloc_pages(k, task, n + ptes, gfp)
     # Part of a chunk (a dying task's last page, say) needs fewer page tables.
@@ -89,10 +97,14 @@ async def _alloc_and_charge(k: Kernel, task: Task, mm: MmStruct, vma: Vma, n: in
     if charged > fit:
         memcontrol.uncharge(k, mm.memcg, charged - fit)
         charged = fit
+    untouched = max(0, vma.size - (vma.resident + vma.shmem_unmapped + vma.swap))
+    swapped_in = min(max(0, charged - untouched), vma.swap)
+    if swapped_in:
+        swap.swap_in(k, mm, vma, swapped_in)
     new_ptes = mm.add_pages(vma, charged)
     k.zone.pgtables += new_ptes
     k.zone.give(got - charged - new_ptes)               # pages not used after all
-    return charged
+    return charged, swapped_in
 
 
 def _fits(mm: MmStruct, vma: Vma, got: int, most: int | None = None) -> int:
@@ -130,10 +142,11 @@ EXIT = None
 """zap() details for exit_mmap() and munmap(): everything goes."""
 
 
-def zap(k: Kernel, mm: MmStruct, vma: Vma, details: ZapDetails | None, budget: int) -> tuple[int, int]:
-    """unmap_page_range() over at most `budget` pages of vma.
+def zap(k: Kernel, mm: MmStruct, vma: Vma, details: ZapDetails | None,
+        budget: int) -> tuple[int, int, int]:
+    """unmap_page_range() over at most `budget` pages and swap entries of vma.
 
-    Returns (pages processed, pages freed)."""
+    Returns (ptes processed, pages freed, swap entries freed)."""
     done = freed = 0
     memcg = mm.memcg
     n = min(budget, vma.anon)
@@ -142,6 +155,12 @@ def zap(k: Kernel, mm: MmStruct, vma: Vma, details: ZapDetails | None, budget: i
         memcontrol.free_pages(k, memcg, n)
         done += n
         freed += n
+    entries = 0
+    if _zaps_swap(details):
+        entries = min(budget - done, vma.swap)
+        if entries:
+            swap.free_swap_and_cache(k, mm, vma, entries)   # rss[MM_SWAPENTS]--
+            done += entries
     clean = vma.file - vma.dirty
     n = min(budget - done, clean)
     if n:
@@ -163,12 +182,21 @@ def zap(k: Kernel, mm: MmStruct, vma: Vma, details: ZapDetails | None, budget: i
             freed += n
         else:
             vma.shmem_unmapped += n                      # the shm object still holds them
-    return done, freed
+    return done, freed, entries
+
+
+def _zaps_swap(details: ZapDetails | None) -> bool:
+    """zap_pte_range(), with the seed: "only check swap_entries if explicitly
+    asked for in details" - exit and munmap pass NULL details, which zap
+    them all; stock 4.5 leaves them for any details."""
+    return details is None or details.check_swap_entries
 
 
 def zappable(vma: Vma, details: ZapDetails | None) -> int:
-    """Pages zap() would still process in vma."""
+    """Pages and swap entries zap() would still process in vma."""
     pages = vma.anon + vma.file + vma.shmem
     if details is not None and details.ignore_dirty:
         pages -= vma.dirty
+    if _zaps_swap(details):
+        pages += vma.swap
     return pages

@@ -37,7 +37,7 @@ class Vma:
         self.shmem = 0                  # MM_SHMEMPAGES
         self.shmem_unmapped = 0         # shmem pages zapped but still owned by the shm object
         self.hugetlb = 0                # hugetlb pages (not in any RSS counter in 4.5)
-        self.swap = 0                   # swap entries (always 0 until swap is modelled)
+        self.swap = 0                   # swap entries (MM_SWAPENTS) in its page tables
         self.touched = 0                # extent ever faulted, for page-table pages
         self.reaped = False             # the OOM reaper zapped pages of it
 
@@ -84,6 +84,7 @@ class MmStruct:
         self.holders: Counter[str] = Counter()   # who holds the mm_count pins (leak reports)
         self.anon = self.file = self.shmem = self.swapents = 0
         self.nr_ptes = self.nr_pmds = 0
+        self.fixed_pgtables = False      # the scenario's `pgtables`: faults add none
         self.freed = False
         self.memcg = None                # mm->owner's memory cgroup
         # mm->flags bits of later kernels (only set under their follow-ups)
@@ -121,18 +122,29 @@ class MmStruct:
         else:
             vma.hugetlb += n          # mapped by PMDs from the pool: no PTE pages
             return 0
-        ptes, pmds = _pagetables(vma.touched, vma.resident + vma.shmem_unmapped)
+        return self.extend_pgtables(vma)
+
+    def extend_pgtables(self, vma: Vma) -> int:
+        """Count the page-table pages vma's extent (pages present, swap
+        entries, shmem unmapped) needs beyond those it has; returns how many."""
+        if self.fixed_pgtables:
+            return 0
+        extent = vma.resident + vma.shmem_unmapped + vma.swap
+        ptes, pmds = _pagetables(vma.touched, extent)
         if ptes or pmds:
-            vma.touched = vma.resident + vma.shmem_unmapped
+            vma.touched = extent
             self.nr_ptes += ptes
             self.nr_pmds += pmds
         return ptes + pmds
 
     def ptes_for(self, vma: Vma, n: int) -> int:
         """Page-table pages that faulting n more pages into vma would need."""
-        if vma.hugetlb_page:
+        if vma.hugetlb_page or self.fixed_pgtables:
             return 0
-        return sum(_pagetables(vma.touched, vma.resident + vma.shmem_unmapped + n))
+        # faults map the untouched part first, then swap entries in: their ptes exist
+        extent = vma.resident + vma.shmem_unmapped + vma.swap
+        extent += min(n, max(0, vma.size - extent))
+        return sum(_pagetables(vma.touched, extent))
 
     def sub_anon(self, vma: Vma, n: int) -> None:
         vma.anon -= n

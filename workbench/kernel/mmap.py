@@ -31,11 +31,12 @@ async def exit_mmap(k: Kernel, task: Task, mm: MmStruct) -> None:
     concurrent = k.features.exit_mmap_oom_skip
     if concurrent:
         await mm.mmap_sem.down_read(task, TASK_UNINTERRUPTIBLE)
-    freed = 0
+    freed = swap_freed = 0
     for vma in mm.vmas:
         while memory.zappable(vma, memory.EXIT) or vma.shmem_unmapped or vma.hugetlb:
-            done, n = _unmap_chunk(k, mm, vma, k.exit_chunk)
+            done, n, entries = _unmap_chunk(k, mm, vma, k.exit_chunk)
             freed += n
+            swap_freed += entries
             await _pay(k, task, done, rate, "exit_mmap")
     if concurrent:
         mm.mmap_sem.up_read()
@@ -51,13 +52,15 @@ async def exit_mmap(k: Kernel, task: Task, mm: MmStruct) -> None:
     k.zone.pgtables -= pgtables
     k.zone.give(pgtables)
     freed += pgtables
-    k.log.emit("exit_mmap", mm=mm.id, pid=task.pid, comm=task.comm, freed_kb=kb(freed))
+    swap = {"swap_kb": kb(swap_freed)} if k.swap.total else {}   # unmap_vmas(): NULL details
+    k.log.emit("exit_mmap", mm=mm.id, pid=task.pid, comm=task.comm, freed_kb=kb(freed), **swap)
 
 
-def _unmap_chunk(k: Kernel, mm: MmStruct, vma: Vma, budget: int) -> tuple[int, int]:
-    """One chunk of unmap_vmas(): (pages processed, pages freed).  The shm
-    object goes with its last mapping; hugetlb pages return to their pool."""
-    done, freed = memory.zap(k, mm, vma, memory.EXIT, budget)
+def _unmap_chunk(k: Kernel, mm: MmStruct, vma: Vma, budget: int) -> tuple[int, int, int]:
+    """One chunk of unmap_vmas(): (pages processed, pages freed, swap entries
+    freed).  The shm object goes with its last mapping; hugetlb pages return
+    to their pool."""
+    done, freed, entries = memory.zap(k, mm, vma, memory.EXIT, budget)
     n = min(budget - done, vma.shmem_unmapped)
     if n:
         vma.shmem_unmapped -= n
@@ -68,7 +71,7 @@ def _unmap_chunk(k: Kernel, mm: MmStruct, vma: Vma, budget: int) -> tuple[int, i
     if n:
         vma.hugetlb -= n
         done += n
-    return done, freed
+    return done, freed, entries
 
 
 async def do_munmap(k: Kernel, task: Task, vma: Vma, pages: int) -> None:
@@ -77,7 +80,7 @@ async def do_munmap(k: Kernel, task: Task, vma: Vma, pages: int) -> None:
     await mm.mmap_sem.down_write(task, TASK_UNINTERRUPTIBLE)
     try:
         while pages > 0:
-            done, _ = _unmap_chunk(k, mm, vma, min(pages, k.exit_chunk))
+            done, _, _ = _unmap_chunk(k, mm, vma, min(pages, k.exit_chunk))
             if not done:
                 break
             pages -= done

@@ -98,8 +98,8 @@ async def out_of_memory(k: Kernel, current: Task, gfp: int, memcg: MemCgroup | N
         # 4.7: the OOM killer does not compensate for IO-less reclaim.
         log_invocation(k, current, gfp, None, "nofs")
         return True
-    # constrained_alloc(): CONSTRAINT_NONE, totalram + swap (no swap modelled)
-    oc = OomControl(current, gfp, 0, k.zone.managed, None, k)
+    # constrained_alloc(): CONSTRAINT_NONE, totalram_pages + total_swap_pages
+    oc = OomControl(current, gfp, 0, k.zone.managed + k.swap.total, None, k)
     if k.policies.kill_allocating_task(oc) and kill_allocating_task_eligible(current):
         # mm/oom_kill.c out_of_memory(), 4.5: oom_kill_process(oc, current, 0,
         # ...) and return true at once: no scan (so no abort for a pending
@@ -306,8 +306,12 @@ def dump_header(k: Kernel, oc: OomControl, p: Task | None) -> None:
             k.log.emit("memcg_oom_info", memcg=oc.memcg.name, msg=line)
     else:
         z = k.zone
+        # show_swap_cache_info()'s "Free swap" and "Total swap", for a machine with swap
+        swap = {"free_swap_kb": kb(k.swap.free), "total_swap_kb": kb(k.swap.total)} \
+            if k.swap.total else {}
         k.log.emit("oom_meminfo", free_kb=kb(z.free), min_kb=kb(z.wmark_min),
-                   low_kb=kb(z.wmark_low), high_kb=kb(z.wmark_high), managed_kb=kb(z.managed))
+                   low_kb=kb(z.wmark_low), high_kb=kb(z.wmark_high), managed_kb=kb(z.managed),
+                   **swap)
     dump_tasks(k, oc)
 
 
@@ -461,7 +465,7 @@ async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> str | None:
         k.log.emit("reap_exit_race", **_work_ids(work))
         return "gone"
     k.log.emit("reap_attempt", **_work_ids(work), result="locked")
-    freed = 0
+    freed = swap_freed = 0
     rate = k.machine.reap_rate
     for vma in reversed(mm.vmas) if k.features.reap_top_down else list(mm.vmas):
         details = k.policies.reap_vma(vma, mm)
@@ -469,7 +473,9 @@ async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> str | None:
             continue
         while n := min(memory.zappable(vma, details), k.reap_chunk):
             await k.clock.sleep(me, k.machine.cost_ns(n, rate), TASK_UNINTERRUPTIBLE, "oom_reap")
-            freed += memory.zap(k, mm, vma, details, n)[1]
+            _, pages, entries = memory.zap(k, mm, vma, details, n)
+            freed += pages
+            swap_freed += entries
             vma.reaped = True                   # what user space finds there now is zeroes
     mm.mmap_sem.up_read()
     rss = {key: v for key, v in mm.rss_kb().items() if key != "total_vm_kb"}
@@ -477,7 +483,8 @@ async def __oom_reap_vmas(k: Kernel, me: Task, work: ReapWork) -> str | None:
     msg = {"msg": f"oom_reaper: reaped process {ids['pid']} ({ids['comm']}), now "
                   f"anon-rss:{rss['anon_rss_kb']}kB, file-rss:{rss['file_rss_kb']}kB, "
                   f"shmem-rss:{rss['shmem_rss_kb']}kB"} if k.features.oom_reaper_report else {}
-    k.log.emit("reap_done", **ids, reaped_kb=kb(freed), **rss, **msg)
+    swap = {"swap_kb": kb(swap_freed)} if k.swap.total else {}   # swap entries freed
+    k.log.emit("reap_done", **ids, reaped_kb=kb(freed), **rss, **swap, **msg)
     if pinned:
         await fork.mmput(k, me, mm)
     return "reaped"

@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING
 
 from workbench.kernel import gfp as GFP
-from workbench.kernel import oom_kill, vmscan
+from workbench.kernel import kswapd, oom_kill, vmscan
 from workbench.kernel.sched import TASK_UNINTERRUPTIBLE, Task
 
 if TYPE_CHECKING:
@@ -39,6 +39,9 @@ class Zone:
         self.wmark_min = min_free_kbytes // 4
         self.wmark_low = self.wmark_min + self.wmark_min // 4
         self.wmark_high = self.wmark_min + self.wmark_min // 2
+        # NR_PAGES_SCANNED: LRU pages global reclaim scanned since a page was
+        # last freed to the buddy allocator (mm/vmscan.c zone_reclaimable(), 4.5)
+        self.pages_scanned = 0
         self.kernel = 0        # kalloc: slab and other kernel pages
         self.pgtables = 0      # page-table pages
         self.hugetlb = 0       # the persistent hugetlb pool
@@ -53,6 +56,11 @@ class Zone:
         return grant
 
     def give(self, n: int) -> None:
+        """Pages back to the buddy lists.  free_pcppages_bulk() and
+        free_one_page() set NR_PAGES_SCANNED to 0 (not down by n): any free
+        makes the zone reclaimable again (4.5; exact to one pcp batch)."""
+        if n > 0:
+            self.pages_scanned = 0
         self.free += n
         if self.free > self.managed:
             self.k.violation(f"free pages {self.free} above the zone's {self.managed}")
@@ -111,6 +119,8 @@ async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int
     no_progress_loops = 0
     while True:                                       # retry:
         k.step()
+        if GFP.kswapd_reclaim(gfp):
+            kswapd.wakeup_kswapd(k)                   # wake_all_kswapds()
         mark, no_watermarks = gfp_to_alloc_mark(k, task, gfp)
         got += zone.take(_want(task, n, got), mark)
         if got < n and no_watermarks:
@@ -123,7 +133,8 @@ async def __alloc_pages_slowpath(k: Kernel, task: Task, n: int, gfp: int) -> int
         # Avoid allocations with no watermarks from looping endlessly.
         if oom_victim(k, task) and not GFP.nofail(gfp):
             return warn_alloc_failed(k, task, got, gfp)
-        progress = await vmscan.try_to_free_pages(k, task, mark + (n - got) - zone.free)
+        progress = await vmscan.try_to_free_pages(k, task, mark + (n - got) - zone.free,
+                                                  gfp=gfp)
         got += zone.take(_want(task, n, got), mark)
         if got == n or (got and task.fatal_signal_pending()):
             return got

@@ -52,10 +52,14 @@ class Process:
 
     def __init__(self, pid: int, comm: str, *, uid: int, oom_score_adj: int,
                  parent: Process | None, kthread: bool = False, init: bool = False,
-                 vfork: bool = False, cgroup: object = None):
+                 vfork: bool = False, cgroup: object = None, name: str | None = None,
+                 cap_sys_admin: bool | None = None):
         self.pid = pid                     # tgid
         self.comm = comm
+        self.name = comm if name is None else name   # the scenario's unique name
         self.uid = uid
+        # has_capability_noaudit(p, CAP_SYS_ADMIN): uid 0 unless the scenario says
+        self.cap_sys_admin = uid == 0 if cap_sys_admin is None else cap_sys_admin
         self.oom_score_adj = oom_score_adj
         self.parent = parent
         self.children: list[Process] = []  # in fork order (copy_process appends)
@@ -74,10 +78,6 @@ class Process:
         self.core_dumping = False          # SIGNAL_GROUP_COREDUMP
         self.vfork_done: WaitQueue | None = None  # its vfork() parent waits here
         self.list_slot = -1                # its place in the task list (tasklist.py), once forked
-
-    @property
-    def cap_sys_admin(self) -> bool:
-        return self.uid == 0
 
     @property
     def alive(self) -> bool:
@@ -124,7 +124,7 @@ class Task:
     def rng(self, k: Kernel) -> random.Random:
         """This thread's workload randomness (sleep jitter)."""
         if self._rng is None:
-            self._rng = k.rng(f"{self.comm}/{self.name}", "sleep")
+            self._rng = k.rng(f"{self.process.name}/{self.name}", "sleep")
         return self._rng
 
     def fatal_signal_pending(self) -> bool:

@@ -38,14 +38,15 @@ def meminfo(k: Kernel) -> MemInfo:
     + the file LRU less min(half of it, the low watermark); no reclaimable
     slab is modelled.  The file LRU is the page cache: mapped file pages and
     unmapped cache, clean or dirty.  AnonPages is NR_ANON_PAGES (shmem is not
-    in it).  No swap: SwapTotal and SwapFree are 0."""
+    in it).  SwapTotal and SwapFree are the swap area's slots (0 without swap)."""
     z = k.zone
     mms = {id(p.mm): p.mm for p in k.for_each_process() if p.mm is not None}.values()
     file_lru = k.memcgs.page_cache() + sum(mm.file for mm in mms)
     pagecache = file_lru - min(file_lru // 2, z.wmark_low)
     available = max(z.free - min(z.wmark_high, z.managed) + pagecache, 0)
     return MemInfo(mem_total_kb=kb(z.managed), mem_free_kb=kb(z.free),
-                   mem_available_kb=kb(available), anon_pages_kb=kb(sum(mm.anon for mm in mms)))
+                   mem_available_kb=kb(available), anon_pages_kb=kb(sum(mm.anon for mm in mms)),
+                   swap_total_kb=kb(k.swap.total), swap_free_kb=kb(k.swap.free))
 
 
 def watching(k: Kernel) -> bool:
@@ -62,7 +63,7 @@ async def userspace_daemon(k: Kernel, me: Task) -> None:
     k.log.emit("userspace_start", policy=me.comm)
     while watching(k):
         k.step(("userspace", "workbench_userspace_poll"))
-        view = UserspaceView(meminfo(k), k.clock.now, k.zone.managed, k)
+        view = UserspaceView(meminfo(k), k.clock.now, k.zone.managed + k.swap.total, k)
         poll = k.policies.userspace_poll(view)
         if poll.kill is not None:
             kill(k, me, poll.kill, poll.reason, view.meminfo)

@@ -57,7 +57,9 @@ def resolve_machine(values: dict[str, Any], problem: Problems) -> MachineSpec:
         fault_rate=values["fault_rate"], exit_rate=values["exit_rate"],
         reap_rate=values["reap_rate"], reclaim_rate=values["reclaim_rate"],
         reclaim_round_ns=values["reclaim_round"].to_ns(hz),
-        quantum_ns=values["quantum"].to_ns(hz))
+        quantum_ns=values["quantum"].to_ns(hz), swap=values["swap"],
+        swappiness=values["swappiness"], swap_rate=values["swap_rate"],
+        writeback_rate=values["writeback_rate"])
     # Finer steps model nothing more, and each costs a step (limits.steps).
     if spec.reclaim_round_ns < MIN_STEP_NS:
         problem("machine.reclaim_round", "expected a duration of at least 10us")
@@ -90,7 +92,9 @@ def resolve_scenario(model: C.Scenario, source: str, where: str, experiment: C.E
     resolver = _Processes(model, machine, limits, {c.name for c in cgroups}, problem, salvaged)
     processes = resolver.resolve()
     _check_memory_fits(processes, machine, problem)
-    expect = {arm: _expect(e, f"expect.{arm}", resolver.names, {c.name for c in cgroups},
+    # the log's kill lines name comms: a comm is as good as a name there
+    shown = resolver.names | {p.shown_comm for p in processes}
+    expect = {arm: _expect(e, f"expect.{arm}", shown, {c.name for c in cgroups},
                            problem) for arm, e in model.expect.items()}
     return ScenarioSpec(model.name, model.description, source, machine, limits, cgroups,
                         processes, expect)
@@ -104,16 +108,29 @@ def _cgroups(model: C.Scenario, problem: Problems) -> tuple[CgroupSpec, ...]:
         seen.add(cg.name)
         if cg.memory_max < PAGE_SIZE:
             problem(f"cgroup[{i}].memory_max", "expected at least one page (4KiB)")
-        out.append(CgroupSpec(cg.name, cg.memory_max // PAGE_SIZE, cg.oom_group))
+        memsw = None
+        if cg.memsw_max is not None:
+            memsw = cg.memsw_max // PAGE_SIZE
+            # mem_cgroup_resize_memsw_limit(): memsw.limit below memory.limit is -EINVAL
+            if cg.memsw_max < cg.memory_max:
+                problem(f"cgroup[{i}].memsw_max", "expected at least memory_max (the "
+                        "memory+swap limit covers memory too)")
+        out.append(CgroupSpec(cg.name, cg.memory_max // PAGE_SIZE, cg.oom_group, memsw))
     return tuple(out)
 
 
 def _check_memory_fits(processes: tuple[ProcessSpec, ...], machine: MachineSpec,
                        problem: Problems) -> None:
     resident = sum(v.resident for p in processes for v in p.vmas)
+    resident += sum(p.pgtables or 0 for p in processes)
     hugetlb = sum(v.size for p in processes for v in p.vmas if v.kind == "hugetlb")
     if (resident + hugetlb) * PAGE_SIZE > machine.memory:
-        problem("process", "the VMAs' resident memory and hugetlb pools exceed machine.memory")
+        problem("process", "the VMAs' resident memory, pgtables and hugetlb pools exceed "
+                           "machine.memory")
+    swapped = sum(v.swapped for p in processes for v in p.vmas)
+    if swapped and swapped > machine.swap_pages:
+        problem("process", f"the VMAs' swapped pages ({format_size(swapped * PAGE_SIZE)}) "
+                           f"exceed machine.swap ({format_size(machine.swap)})")
 
 
 def _expect(e: C.Expect, path: str, names: set[str], cgroups: set[str],
@@ -189,9 +206,38 @@ class _Processes:
         if tasks > C.PID_MAX_DEFAULT:
             self.problem("process", f"{tasks} threads (with init and the oom_reaper) exceed "
                                     f"{C.PID_MAX_DEFAULT}, the kernel's default pid_max")
+        self._check_pids(out)
         self._check_sharing_cycles()
         self._check_start_order(out)
         return tuple(self._vforked(out))
+
+    def _check_pids(self, specs: list[ProcessSpec]) -> None:
+        """Explicit pids: 1 only for init, never 2 (the oom_reaper kthread's),
+        each process's threads numbered after its leader within pid_max, and
+        no two processes' pid ranges overlapping."""
+        taken: list[tuple[int, int, str]] = []
+        for (name, i, p), s in zip(self.entries, specs):
+            if p.pid is None:
+                continue
+            where = f"process[{i}].pid"
+            if p.count is not None:
+                self.problem(where, "a pid names one process: not with count")
+                continue
+            last = p.pid + len(p.thread) - 1
+            if p.init and p.pid != 1:
+                self.problem(where, "init is pid 1")
+            elif not p.init and p.pid < 3:
+                self.problem(where, "expected at least 3 (1 is init, 2 the oom_reaper kthread)")
+            elif last >= C.PID_MAX_DEFAULT:
+                self.problem(where, f"its {len(p.thread)} threads take pids {p.pid} to {last}, "
+                             f"past {C.PID_MAX_DEFAULT - 1} (pid_max is {C.PID_MAX_DEFAULT})")
+            else:
+                for lo, hi, other in taken:
+                    if p.pid <= hi and lo <= last:
+                        self.problem(where, f"pids {p.pid}..{last} (its threads) collide with "
+                                     f"{other!r}'s {lo}..{hi}")
+                        break
+                taken.append((p.pid, last, name))
 
     def _vforked(self, specs: list[ProcessSpec]) -> list[ProcessSpec]:
         """Children that a parent's `vfork` step forks, checked and marked."""
@@ -275,11 +321,16 @@ class _Processes:
                         "list: give the thread robust_list = \"VMA\" (where its struct "
                         "pthread is)")
             threads.append(ThreadSpec(t.name, program, t.robust_list))
+        if p.pgtables is not None and (shares or p.kthread):
+            problem(f"{where}.pgtables", "a process that uses another's mm, or a kthread, has no "
+                                         "page tables of its own")
         return ProcessSpec(
             name=name, start_ns=p.start.to_ns(hz), start_jitter_ns=p.start_jitter.to_ns(hz),
             uid=p.uid, oom_score_adj=p.oom_score_adj, parent=p.parent, cgroup=p.cgroup,
             kthread=p.kthread, init=p.init, shares_mm_with=shares, vfork=p.vfork,
-            vmas=vmas, threads=tuple(threads))
+            vmas=vmas, threads=tuple(threads), pid=p.pid, comm=p.comm,
+            cap_sys_admin=p.cap_sys_admin,
+            pgtables=None if p.pgtables is None else pages(p.pgtables))
 
     def _vmas(self, where: str, p: C.Process) -> tuple[VmaSpec, ...]:
         out, names = [], set()
@@ -302,9 +353,17 @@ class _Processes:
                 self.problem(f"{path}.dirty", "only file VMAs have dirty page-cache pages")
             elif v.dirty > v.resident:
                 self.problem(f"{path}.dirty", "expected at most the VMA's resident size")
+            if v.swapped and v.kind != "anon":
+                self.problem(f"{path}.swapped", "only anon VMAs have swap entries in their page "
+                                                "tables (shmem swaps within its object)")
+            elif v.swapped and v.locked:
+                self.problem(f"{path}.swapped", "a VM_LOCKED VMA is never swapped out")
+            elif v.swapped and pages(v.resident) + pages(v.swapped) > pages(v.size):
+                self.problem(f"{path}.swapped", "expected at most the VMA's size less its "
+                                                "resident pages")
             # mmap() rounds a length up to whole pages (PAGE_ALIGN), as faults do
             out.append(VmaSpec(v.name, v.kind, pages(v.size), pages(v.resident),
-                               pages(v.dirty), v.locked, shared))
+                               pages(v.dirty), v.locked, shared, pages(v.swapped)))
         return tuple(out)
 
     def _mm_owner(self, shares: str | None) -> C.Process | None:

@@ -12,6 +12,9 @@ from typing import Any
 from workbench.units import NSEC_PER_SEC, PAGE_SIZE, jiffy_ns
 
 
+WRITEBACK_RATE_DEFAULT = 128 << 20
+
+
 @dataclass(frozen=True)
 class MachineSpec:
     memory: int                 # bytes
@@ -23,6 +26,28 @@ class MachineSpec:
     reclaim_rate: int
     reclaim_round_ns: int
     quantum_ns: int
+    swap: int = 0               # bytes of swap (total_swap_pages * PAGE_SIZE)
+    swappiness: int = 60        # vm_swappiness
+    swap_rate: int = 512 << 20  # bytes per second the swap device writes or reads
+    writeback_rate: int = 128 << 20  # bytes per second the flusher writes dirty pages back
+
+    SWAP_KEYS = ("swap", "swappiness", "swap_rate")
+
+    def to_json(self) -> dict[str, Any]:
+        """As the log header records it: the swap keys only for a machine
+        with swap, writeback_rate only when it is not the default, so that the
+        header of a machine using neither is what it always was."""
+        d = asdict(self)
+        if not self.swap:
+            for key in self.SWAP_KEYS:
+                del d[key]
+        if self.writeback_rate == WRITEBACK_RATE_DEFAULT:
+            del d["writeback_rate"]
+        return d
+
+    @property
+    def swap_pages(self) -> int:
+        return self.swap // PAGE_SIZE
 
     @property
     def jiffy_ns(self) -> int:
@@ -55,6 +80,7 @@ class VmaSpec:
     dirty: int                  # pages (file VMAs)
     locked: bool
     shared: bool
+    swapped: int = 0            # pages swapped out at start (anon VMAs): swap entries
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,14 @@ class ProcessSpec:
     vmas: tuple[VmaSpec, ...]
     threads: tuple[ThreadSpec, ...]
     by_vfork_step: bool = False  # forked by its parent's `vfork` step, not at start_ns
+    pid: int | None = None      # an explicit pid (None: the next free one in file order)
+    comm: str | None = None     # what the kernel prints (None: the name)
+    cap_sys_admin: bool | None = None   # None: uid 0
+    pgtables: int | None = None  # page-table pages, overriding the derived ones
+
+    @property
+    def shown_comm(self) -> str:
+        return self.comm if self.comm is not None else self.name
 
 
 @dataclass(frozen=True)
@@ -87,6 +121,7 @@ class CgroupSpec:
     name: str
     memory_max: int             # pages
     oom_group: bool = False     # memory.oom.group (4.19)
+    memsw_max: int | None = None  # memory.memsw.limit_in_bytes in pages (None: unlimited)
 
 
 @dataclass(frozen=True)
@@ -104,13 +139,24 @@ class ScenarioSpec:
         """The resolved scenario as the log header records it."""
         return {
             "name": self.name, "description": self.description, "source": self.source,
-            "cgroups": [asdict(c) for c in self.cgroups],
+            "cgroups": [_compact(asdict(c), {"memsw_max": None}) for c in self.cgroups],
             "processes": [_process_json(p) for p in self.processes],
         }
 
 
+# Keys the header leaves out at their neutral value, so that the header of a
+# scenario that does not use them stays what it was before they existed.
+_PROCESS_NEUTRAL = {"pid": None, "comm": None, "cap_sys_admin": None, "pgtables": None}
+_VMA_NEUTRAL = {"swapped": 0}
+
+
+def _compact(d: dict[str, Any], neutral: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in neutral or v != neutral[k]}
+
+
 def _process_json(p: ProcessSpec) -> dict[str, Any]:
-    d = asdict(p)
+    d = _compact(asdict(p), _PROCESS_NEUTRAL)
+    d["vmas"] = [_compact(v, _VMA_NEUTRAL) for v in d["vmas"]]
     d["threads"] = [{"name": t.name, "program": [s.to_json() for s in t.program],
                      **({"robust_list": t.robust_list} if t.robust_list else {})}
                     for t in p.threads]
