@@ -110,7 +110,7 @@ kills = 1
         (exp, "arm[0].preset: unknown preset 'nope' (known: modern, no-reaper, patch, v4.6)"),
         (exp, "arm[1].options.reaper.attempts"), (exp, "scenarios[1]: 'nothing-*.toml' matches no file"),
         (scn, "limits.stall: expected a duration"),
-        (scn, "process[1].name: String should have at most 15 characters"),
+        (scn, "process[1].name: expected 1 to 15 bytes of printable UTF-8"),
         (scn, "process[1].thread[0].program[0]: expected a table with exactly one step key"),
         (scn, "process[1].thread[0].program[1].mode"),
         (scn, "process[0].parent: no process named 'ghost'"),
@@ -214,3 +214,21 @@ z = { outcome = "lockup" }
 ''')
     assert any("expect.patch.killed[0]: no process named 'q'" in p for p in found)
     assert any("expect.patch.cgroups.z: no cgroup named 'z'" in p for p in found)
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('pid = "100"', "process[0].pid: Input should be a valid integer"),
+    ("pid = 100.0", "process[0].pid: Input should be a valid integer"),
+    ("uid = true", "process[0].uid: Input should be a valid integer"),
+    ('comm = "ééééééééé"', "process[0].comm: expected 1 to 15 bytes of printable UTF-8"),
+    ('comm = "a\\nb"', "process[0].comm: expected 1 to 15 bytes of printable UTF-8"),
+])
+def test_process_keys_take_what_toml_and_the_kernel_take(tmp_path, line, problem):
+    """TASK_COMM_LEN counts bytes, and a comm is printed verbatim; an integer
+    key is an integer, not a string or a bool that pydantic would coerce."""
+    (tmp_path / "s.toml").write_text(f'name = "s"\n[[process]]\nname = "p"\n{line}\n'
+                                     '[[process.thread]]\nname = "main"\n')
+    (tmp_path / "e.toml").write_text('scenarios = ["s.toml"]\n')
+    with pytest.raises(ConfigError) as e:
+        load_experiment(tmp_path / "e.toml", load_plugins())
+    assert any(problem in p for p in e.value.problems), e.value.problems

@@ -33,7 +33,7 @@ def swap_machine(text, swap="1GiB"):
      "process[1].pid: its 2 threads take pids 32767 to 32768, past 32767"),
     ('pid = 32768', "process[1].pid: Input should be less than or equal to 32767"),
     ('cap_sys_admin = "yes"', "process[1].cap_sys_admin: Input should be a valid boolean"),
-    ('comm = "a-comm-longer-than-15"', "process[1].comm: String should have at most 15"),
+    ('comm = "a-comm-longer-than-15"', "process[1].comm: expected 1 to 15 bytes"),
     ('pgtables = "lots"', "process[1].pgtables:"),
     ('shares_mm_with = "p"\npgtables = "8KiB"',
      "process[1].pgtables: a process that uses another's mm, or a kthread, has no page tables"),

@@ -20,8 +20,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, StrictBool,
-                      PlainValidator, Tag, ValidationError, field_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, PlainValidator,
+                      Strict, StrictBool, Tag, ValidationError, field_validator)
 
 from workbench.kernel.gfp import parse_gfp
 from workbench.metrics import OUTCOMES
@@ -110,6 +110,20 @@ def _path_name(value: object) -> str:
 PathName = Annotated[str, PlainValidator(_path_name)]
 
 
+def _comm(value: object) -> str:
+    """task->comm: TASK_COMM_LEN (16) bytes with the NUL, printed verbatim in
+    the kill line and the task dump, so no control characters."""
+    if (isinstance(value, str) and value and value.isprintable()
+            and len(value.encode("utf-8", "surrogatepass")) <= 15):
+        return value
+    raise ValueError(f"expected 1 to 15 bytes of printable UTF-8 (TASK_COMM_LEN), got {value!r}")
+
+
+Comm = Annotated[str, PlainValidator(_comm)]
+# Integers a TOML file writes as integers: "100", 100.0 and true are refused.
+StrictInt = Annotated[int, Strict()]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -128,7 +142,7 @@ class MachinePatch(_Model):
     reclaim_round: Dur | None = None
     quantum: Dur | None = None
     # vm_swappiness (mm/vmscan.c, 4.5: 60); /proc/sys/vm/swappiness takes 0..100
-    swappiness: int | None = Field(None, ge=0, le=100)
+    swappiness: StrictInt | None = Field(None, ge=0, le=100)
     swap_rate: Rate | None = None
     writeback_rate: Rate | None = None
 
@@ -314,16 +328,16 @@ class Thread(_Model):
 
 
 class Process(_Model):
-    name: str = Field(min_length=1, max_length=15)
-    comm: str | None = Field(None, min_length=1, max_length=15)   # shown; need not be unique
-    pid: int | None = Field(None, ge=1, le=PID_MAX_DEFAULT - 1)
+    name: Comm
+    comm: Comm | None = None           # shown; need not be unique
+    pid: StrictInt | None = Field(None, ge=1, le=PID_MAX_DEFAULT - 1)
     cap_sys_admin: StrictBool | None = None  # true | false; default: uid 0
     pgtables: Size | None = None       # page-table memory, overriding the derived pages
     count: int | None = Field(None, ge=1, le=PID_MAX_DEFAULT)
     start: Dur = Duration()
     start_jitter: Dur = Duration()
-    uid: int = Field(1000, ge=0, le=UID_MAX)
-    oom_score_adj: int | None = Field(None, ge=-1000, le=1000)
+    uid: StrictInt = Field(1000, ge=0, le=UID_MAX)
+    oom_score_adj: StrictInt | None = Field(None, ge=-1000, le=1000)
     parent: str | None = None
     cgroup: str | None = None
     kthread: bool = False
