@@ -19,7 +19,7 @@ Cgroups are flat children of the root; the root has no limit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from workbench.kernel import gfp as GFP
 from workbench.kernel import oom_kill, vmscan
@@ -96,20 +96,28 @@ class Memcgs:
         self.by_name = {c.name: MemCgroup(c.name, c.memory_max, c.oom_group, c.memsw_max)
                         for c in specs}
         self.oom_waitq = WaitQueue(k)  # memcg_oom_waitq: one for all cgroups
+        self._all = (self.root, *self.by_name.values())   # fixed at boot
 
     def get(self, name: str | None) -> MemCgroup:
         return self.by_name[name] if name else self.root
 
-    def scope(self, memcg: MemCgroup | None) -> Iterator[MemCgroup]:
-        """The cgroups a reclaim may take from: all for global reclaim."""
-        if memcg is not None:
-            yield memcg
-            return
-        yield self.root
-        yield from self.by_name.values()
+    def scope(self, memcg: MemCgroup | None) -> tuple[MemCgroup, ...]:
+        """The cgroups a reclaim may take from: all for global reclaim (a
+        tuple, not a generator: every reclaim round asks)."""
+        return self._all if memcg is None else (memcg,)
 
     def page_cache(self) -> int:
-        return sum(c.cache_clean + c.cache_dirty for c in self.scope(None))
+        """Unmapped page cache of every cgroup."""
+        n = 0
+        for c in self._all:
+            n += c.cache_clean + c.cache_dirty
+        return n
+
+    def dirty_cache(self) -> int:
+        n = 0
+        for c in self._all:
+            n += c.cache_dirty
+        return n
 
 
 def attach(k: Kernel, proc: Process) -> None:

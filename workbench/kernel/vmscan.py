@@ -76,6 +76,8 @@ def _scan_without_progress(k: Kernel) -> bool:
     reclaim-retries-16, replaced this by should_reclaim_retry().)"""
     zone = k.zone
     lru = zone_reclaimable_pages(k)
+    if not lru:        # every sweep adds 0 and no zone is reclaimable: the common livelock
+        return False
     reclaimable = False
     for _may_thrash in (False, True):
         for priority in range(DEF_PRIORITY, -1, -1):
@@ -92,7 +94,9 @@ def zone_reclaimable_pages(k: Kernel) -> int:
     mapped or not, clean or dirty), plus the anon LRU (anonymous and shmem
     pages) while get_nr_swap_pages() > 0.  mlocked pages are on the
     unevictable LRU and count in neither."""
-    nr = k.memcgs.page_cache() + sum(v.file for _, v in k.file_vmas if not v.locked)
+    nr = k.memcgs.page_cache()
+    if k.file_vmas:
+        nr += sum(v.file for _, v in k.file_vmas if not v.locked)
     if not k.swap.full():
         nr += sum(v.anon + v.shmem + v.shmem_unmapped for mm in _mms(k) for v in mm.vmas
                   if not v.locked)

@@ -45,8 +45,10 @@ class Flusher:
 
 def dirty_pages(k: Kernel) -> int:
     """NR_FILE_DIRTY: mapped dirty page cache and unmapped dirty page cache."""
-    return sum(c.cache_dirty for c in k.memcgs.scope(None)) + sum(
-        v.dirty for _, v in k.file_vmas)
+    n = k.memcgs.dirty_cache()
+    if k.file_vmas:
+        n += sum(v.dirty for _, v in k.file_vmas)
+    return n
 
 
 def wakeup_flusher_threads(k: Kernel, nr_pages: int) -> None:
