@@ -36,7 +36,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from workbench.kernel import gfp as GFP
-from workbench.kernel import vmscan, writeback
+from workbench.kernel import vmscan
 from workbench.kernel.sched import (TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_UNINTERRUPTIBLE,
                                     Process, Task, WaitQueue, block, wake_up_task)
 from workbench.units import kb, seconds
@@ -187,16 +187,11 @@ async def balance_pgdat(k: Kernel, me: Task) -> None:
             return                               # "Let kswapd poll it": balanced
         want = min(max(SWAP_CLUSTER_MAX, zone.wmark_high + 1 - zone.free),
                    m.chunk(m.reclaim_rate))
-        cache, swapped = vmscan.shrink(k, want, None)
-        if cache + swapped < want:
-            # kswapd's pageout() of a ZONE_DIRTY zone's file pages: the flusher's work here
-            writeback.wakeup_flusher_threads(k, want - cache - swapped)
-        if cache or swapped:
-            cost = (m.cost_ns(cache, m.reclaim_rate) if cache else 0) + (
-                m.cost_ns(swapped, m.swap_rate) if swapped else 0)
-        else:
+        # A shortfall wakes the flusher: kswapd's pageout() of a ZONE_DIRTY
+        # zone's file pages is the flusher's work here.
+        reclaimed, cost = vmscan.reclaim_round(k, want, None)
+        if not reclaimed:
             zone.pages_scanned += vmscan.zone_reclaimable_pages(k) >> priority
-            cost = m.reclaim_round_ns
             priority -= 1
         await k.clock.sleep(me, cost, TASK_UNINTERRUPTIBLE, "kswapd")
         if k.kswapd.pfmemalloc_wait and pfmemalloc_watermark_ok(k):

@@ -46,21 +46,29 @@ async def try_to_free_pages(k: Kernel, task: Task, want: int,
     if memcg is None and gfp is not None and await kswapd.throttle_direct_reclaim(k, task, gfp):
         return 1
     io = gfp is None or GFP.io_allowed(gfp)          # swap-out needs __GFP_IO
-    cache, swapped = shrink(k, max(want, 1), memcg, io)
-    reclaimed = cache + swapped
-    if reclaimed < want:
-        # the scan met dirty pages it may not write: wakeup_flusher_threads()
-        writeback.wakeup_flusher_threads(k, want - reclaimed)
-    m = k.machine
-    cost = m.reclaim_round_ns
-    if reclaimed:
-        cost = m.cost_ns(cache, m.reclaim_rate) if cache else 0
-        cost += m.cost_ns(swapped, m.swap_rate) if swapped else 0
-    progress = reclaimed
-    if not reclaimed and memcg is None and not k.features.reclaim_retries:
+    progress, cost = reclaim_round(k, want, memcg, io)
+    if not progress and memcg is None and not k.features.reclaim_retries:
         progress = int(_scan_without_progress(k))
     await k.clock.sleep(task, cost, TASK_UNINTERRUPTIBLE, "direct reclaim")
     return progress
+
+
+def reclaim_round(k: Kernel, want: int, memcg: MemCgroup | None,
+                  io: bool = True) -> tuple[int, int]:
+    """One pass of direct reclaim or kswapd: (pages freed, its virtual time).
+    shrink() takes up to `want`; a shortfall means the scan met dirty pages it
+    may not write, so the flusher is woken for it (wakeup_flusher_threads());
+    the time is reclaim_rate for the cache freed and swap_rate for what was
+    swapped out, or a reclaim_round when nothing was."""
+    cache, swapped = shrink(k, max(want, 1), memcg, io)
+    reclaimed = cache + swapped
+    if reclaimed < want:
+        writeback.wakeup_flusher_threads(k, want - reclaimed)
+    m = k.machine
+    if not reclaimed:
+        return 0, m.reclaim_round_ns
+    return reclaimed, ((m.cost_ns(cache, m.reclaim_rate) if cache else 0)
+                       + (m.cost_ns(swapped, m.swap_rate) if swapped else 0))
 
 
 def _scan_without_progress(k: Kernel) -> bool:
