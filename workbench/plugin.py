@@ -74,13 +74,15 @@ class RunPolicies:
         finally:
             self.current = None
 
-    def scanned(self, n: int, limit: int) -> None:
-        """n tasks looked at by the hook being called: more than `limit` in one
-        call (limits.steps_per_instant, or two walks of the whole list if that
-        is more) is that policy's fault, a scan that never ends."""
+    def scanned(self, n: int, floor: int, threads: Callable[[], int]) -> None:
+        """n tasks looked at by the hook being called: more than
+        max(floor, twice the task list's threads()) in one call - floor is
+        limits.steps_per_instant - is that policy's fault, a scan that never
+        ends.  The list's size is asked only past the floor (a hot path)."""
         self.scans += n
-        if self.current is not None and self.scans > limit:
+        if self.current is not None and self.scans > floor and self.scans > 2 * threads():
             concern, hook = self.current
+            limit = max(floor, 2 * threads())
             halt = Halt("step limit")        # a BaseException: `except Exception` cannot stop it
             halt.policy_error = PolicyError(
                 self.names[concern], hook, f"step limit: one call looked at more than {limit} "

@@ -166,9 +166,7 @@ class Kernel:
         against steps_per_instant)."""
         self.steps += n
         self.step_deadline = min(self.step_deadline + n, self.limits.steps)
-        # One hook call walking the list more than twice over never ends.
-        self.policies.scanned(n, max(self.limits.steps_per_instant,
-                                     2 * self.tasklist.threads_ever()))
+        self.policies.scanned(n, self.limits.steps_per_instant, self.tasklist.threads_ever)
         if self.steps > self.step_deadline:
             self._step_limit(None)
 
