@@ -24,16 +24,17 @@ from workbench.policy import (ABORT, CONCERNS, AfterReap, MemInfo, NoOptions, Oo
                               ReapWork, Retry, UserKill, UserspaceView, Victim, ZapDetails,
                               hookimpl)
 from workbench.registry import OPTIONAL_HOOKS, REQUIRED_HOOKS, PluginError, PolicyRegistry
-from workbench.units import Duration
+from workbench.units import PAGE_SIZE, Duration
 from workbench.workload.spec import MachineSpec
 
 __all__ = [
     "ABORT", "AfterReap", "CONCERNS", "Dur", "Duration", "LinuxReaper", "LinuxVictim",
-    "LinuxVmaFilter", "MachineSpec", "MemCgroupView", "MemInfo", "MmView", "NoOptions", "OOM_SCORE_ADJ_MAX", "OOM_SCORE_ADJ_MIN", "OPTIONAL_HOOKS",
-    "OomControl", "OomControlView", "PAGE_SIZE", "PluginError", "Policy", "PolicyRegistry", "ProcessView", "REQUIRED_HOOKS",
+    "LinuxVmaFilter", "MachineSpec", "MemCgroupView", "MemInfo", "MmView", "NoOptions",
+    "OOM_SCORE_ADJ_MAX", "OOM_SCORE_ADJ_MIN", "OPTIONAL_HOOKS", "OomControl", "OomControlView",
+    "PAGE_SIZE", "PluginError", "Policy", "PolicyRegistry", "ProcessView", "REQUIRED_HOOKS",
     "Rate", "ReapWork", "Retry", "Size", "TaskView", "UserKill", "UserspaceView", "Victim",
-    "VmaView", "ZapDetails",
-    "find_lock_task_mm", "hookimpl", "process_shares_mm", "task_will_free_mem",
+    "VmaView", "ZapDetails", "find_lock_task_mm", "hookimpl", "process_shares_mm",
+    "task_will_free_mem",
 ]
 
 # The built-in `linux` policies, to subclass: LinuxVictim.badness(proc, oc)
@@ -43,8 +44,7 @@ __all__ = [
 # None; task_will_free_mem(task): 4.5's "exiting with an mm" test;
 # process_shares_mm(proc, mm): whether any thread of proc uses mm.
 
-PAGE_SIZE = 4096
-"""Every count of memory below is in 4 KiB pages (x86-64 PAGE_SIZE)."""
+# Every count of memory below is in pages of PAGE_SIZE (4 KiB, x86-64).
 
 
 class VmaView(Protocol):

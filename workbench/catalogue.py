@@ -7,6 +7,7 @@ two can never disagree.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from typing import Annotated, Any
 
@@ -94,7 +95,7 @@ def type_name(t: Any) -> str:
         return type_name(typing.get_args(t)[0])
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(t))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " | ".join(type_name(a) for a in typing.get_args(t))
     if origin is not None:
         args = ", ".join(type_name(a) for a in typing.get_args(t))

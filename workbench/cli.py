@@ -106,10 +106,11 @@ def _plugin_settings(args: argparse.Namespace) -> tuple[list[Path], list[str]] |
     from pathlib import Path
 
     from workbench import config as C
-    dirs = [(d, "--plugins-dir") for d in getattr(args, "plugins_dir", None) or ()]
+    dirs = [(d, "workbench: --plugins-dir") for d in getattr(args, "plugins_dir", None) or ()]
     disable: list[str] = []
     config = getattr(args, "config", None)
     data = C.read_toml(config, []) if config is not None else None
+    args.config_data = data                  # parsed once: _load() uses it too
     problems: list[str] = []
     if isinstance(data, dict):       # an unreadable file is reported when it is loaded
         keys = {k: data[k] for k in ("plugins_dir", "disable") if k in data}
@@ -121,7 +122,7 @@ def _plugin_settings(args: argparse.Namespace) -> tuple[list[Path], list[str]] |
         if not path.is_dir():
             problems.append(f"{where}: {str(path)!r} is not a directory")
     for problem in problems:
-        print(f"workbench: {problem}" if problem.startswith("--") else problem, file=sys.stderr)
+        print(problem, file=sys.stderr)
     return None if problems else ([Path(p) for p, _ in dirs], disable)
 
 
@@ -241,10 +242,15 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _load(path: Path, plugins: Plugins) -> Experiment | None:
+def _load(args: argparse.Namespace, plugins: Plugins) -> Experiment | None:
+    """The experiment of args.config, from the text _plugin_settings() parsed
+    (a file it could not parse is read again, to report why)."""
     from workbench.config import ConfigError
-    from workbench.experiment import load_experiment
+    from workbench.experiment import experiment_from_data, load_experiment
+    path, data = args.config, args.config_data
     try:
+        if isinstance(data, dict):
+            return experiment_from_data(data, path, plugins)
         return load_experiment(path, plugins)
     except ConfigError as e:
         for problem in e.problems:
@@ -268,7 +274,7 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
     from workbench import report
     from workbench.files import OutError, clear_logs, lock_out, prepare_out
     from workbench.runner import run_all
-    exp = _load(args.config, plugins)
+    exp = _load(args, plugins)
     if exp is None:
         return EXIT_USAGE
     Interrupt.check()
@@ -299,7 +305,7 @@ def cmd_run(args: argparse.Namespace, plugins: Plugins, parser: argparse.Argumen
 
 
 def cmd_validate(args: argparse.Namespace, plugins: Plugins, parser: argparse.ArgumentParser) -> int:
-    exp = _load(args.config, plugins)
+    exp = _load(args, plugins)
     if exp is None:
         return EXIT_USAGE
     runs = len(exp.scenarios) * len(exp.arms) * len(exp.seeds)

@@ -195,7 +195,7 @@ def _import_file(name: str, file: Path) -> types.ModuleType:
 def _add(plugins: Plugins, name: str, origin: Origin, load: Any) -> None:
     """Import, check, register and run one plugin's registration; on any
     failure undo it and set the plugin aside."""
-    if plugins.pm.has_plugin(name) or name in plugins.origins:
+    if plugins.pm.has_plugin(name):
         plugins.broken.append(Broken(name, origin, "another plugin has that name "
                                      f"({plugins.origin_of(name)})"))
         return

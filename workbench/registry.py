@@ -10,6 +10,7 @@ missing one is an error naming the plugin at start-up rather than a
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -48,6 +49,7 @@ OPTIONAL_HOOKS: dict[str, tuple[str, ...]] = {
 PLUGIN_HOOKS = ("workbench_register_policies",)   # on the plugin object, not a policy
 
 
+@functools.cache
 def hook_specs() -> dict[str, inspect.Signature]:
     """Every hook the workbench calls, with its arguments."""
     return {name: inspect.signature(fn) for name, fn in vars(hookspecs).items()

@@ -253,12 +253,10 @@ def _run_parallel(todo: list[tuple], jobs: int, results: list[RunResult],
                         if futures[j] is not None:
                             futures[j] = pool.submit(_job, todo[j])
                     result = (_isolated(args, timeout_s) if isinstance(e, BrokenProcessPool)
-                              else _unlogged(args[0], args[1], args[2], _hung(args[1], timeout_s),
-                                             time.perf_counter()))
+                              else _lost(args, _hung(args[1], timeout_s)))
                 except Exception as e:
-                    result = _unlogged(args[0], args[1], args[2], "the run could not be sent to "
-                                       f"a worker process: {type(e).__name__}: {e}",
-                                       time.perf_counter())
+                    result = _lost(args, "the run could not be sent to a worker process: "
+                                   f"{type(e).__name__}: {e}")
             results.append(result)
             on_result(result)
     except BaseException:
@@ -289,11 +287,16 @@ def _grace(timeout_s: float) -> float:
     return min(10.0, max(1.0, timeout_s))
 
 
+def _deadline(timeout_s: float | None) -> float | None:
+    """When a run waited for from now is given up: --run-timeout plus a
+    grace, counted from when this run is the one waited for, so that a run
+    is given at least that much of its own."""
+    return time.monotonic() + timeout_s + _grace(timeout_s) if timeout_s else None
+
+
 def _result(future: Future, timeout_s: float | None) -> RunResult:
-    """The future's result, looking for Ctrl-C while it is not there yet.
-    The clock starts when this run is the one waited for, so a run is given
-    at least --run-timeout (plus a grace) of its own."""
-    deadline = time.monotonic() + timeout_s + _grace(timeout_s) if timeout_s else None
+    """The future's result, looking for Ctrl-C while it is not there yet."""
+    deadline = _deadline(timeout_s)
     while not future.done():
         Interrupt.check()
         if deadline is not None and time.monotonic() > deadline:
@@ -302,14 +305,19 @@ def _result(future: Future, timeout_s: float | None) -> RunResult:
     return future.result()
 
 
+def _lost(args: tuple, problem: str) -> RunResult:
+    """The result of a job whose worker could not give one back."""
+    return _unlogged(args[0], args[1], args[2], problem, time.perf_counter())
+
+
 def _policies_of(arm: ArmSpec) -> str:
     return ", ".join(f"{c}={cls.name}" for c, cls in arm.policies.items())
 
 
 def _hung(arm: ArmSpec, timeout_s: float | None) -> str:
     return (f"the run did not end within --run-timeout = {timeout_s:g} s (and "
-            f"{_grace(timeout_s):g} s more): its worker process was killed; a policy of arm {arm.name!r} "
-            f"({_policies_of(arm)}) that never returns and catches the timeout")
+            f"{_grace(timeout_s):g} s more): its worker process was killed; a policy of arm "
+            f"{arm.name!r} ({_policies_of(arm)}) that never returns and catches the timeout")
 
 
 def _forked(args: tuple, timeout_s: float | None) -> RunResult:
@@ -320,19 +328,17 @@ def _forked(args: tuple, timeout_s: float | None) -> RunResult:
     child = ctx.Process(target=_fork_child, args=(args, send), daemon=True)
     child.start()
     send.close()
-    deadline = time.monotonic() + timeout_s + _grace(timeout_s) if timeout_s else None
+    deadline = _deadline(timeout_s)
     try:
         while not receive.poll(0.1):
             Interrupt.check()
             if not child.is_alive() and not receive.poll(0):
-                return _unlogged(args[0], args[1], args[2], _died(args[1]),
-                                 time.perf_counter())
+                return _lost(args, _died(args[1]))
             if deadline is not None and time.monotonic() > deadline:
-                return _unlogged(args[0], args[1], args[2], _hung(args[1], timeout_s),
-                                 time.perf_counter())
+                return _lost(args, _hung(args[1], timeout_s))
         return receive.recv()
     except EOFError:                        # it died while sending
-        return _unlogged(args[0], args[1], args[2], _died(args[1]), time.perf_counter())
+        return _lost(args, _died(args[1]))
     finally:
         receive.close()
         if child.is_alive():
@@ -356,10 +362,9 @@ def _isolated(args: tuple, timeout_s: float | None) -> RunResult:
     try:
         return _result(pool.submit(_job, args), timeout_s)
     except BrokenProcessPool:
-        return _unlogged(args[0], args[1], args[2], _died(args[1]), time.perf_counter())
+        return _lost(args, _died(args[1]))
     except _Hung:
-        return _unlogged(args[0], args[1], args[2], _hung(args[1], timeout_s),
-                         time.perf_counter())
+        return _lost(args, _hung(args[1], timeout_s))
     finally:
         _stop(pool)
 

@@ -78,11 +78,11 @@ class Run:
 LIBRARY = "workbench.library"      # configs/scenarios/, installed as package data
 
 
-def library() -> dict[str, str]:
-    """The scenario library: file stem -> TOML text."""
-    return {f.name[:-5]: f.read_text(encoding="utf-8")
-            for f in sorted(resources.files(LIBRARY).iterdir(), key=lambda f: f.name)
-            if f.name.endswith(".toml")}
+def library() -> dict[str, Any]:
+    """The scenario library: file stem -> its file (an importlib.resources
+    Traversable: .read_text())."""
+    return {f.name[:-5]: f for f in sorted(resources.files(LIBRARY).iterdir(),
+                                           key=lambda f: f.name) if f.name.endswith(".toml")}
 
 
 def scenario_data(scenario: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -95,12 +95,12 @@ def scenario_data(scenario: str | Path | dict[str, Any]) -> dict[str, Any]:
         return tomllib.loads(scenario.read_text(encoding="utf-8"))
     if "\n" in scenario or "=" in scenario:
         return tomllib.loads(scenario)
-    books = library()
+    books = library()                         # read only the one it names
     names = [scenario] if scenario in books else [n for n in books if n.startswith(scenario)]
     if len(names) != 1:
         raise LookupError(f"no library scenario {scenario!r} (known: {', '.join(books)})"
                           if not names else f"{scenario!r} names several: {', '.join(names)}")
-    return tomllib.loads(books[names[0]])
+    return tomllib.loads(books[names[0]].read_text(encoding="utf-8"))
 
 
 def experiment(scenario: str | Path | dict[str, Any], base: Path, *, preset: str = "patch",
